@@ -1,0 +1,1 @@
+"""datago: a pure-Python asyncio image data loader."""

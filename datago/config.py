@@ -1,0 +1,339 @@
+"""Typed, validated configuration: upstream's JSON config plus the environment variables.
+
+`ClientConfig.from_json(text)` / `from_dict(d)` accept every key of Photoroom's datago with its
+upstream default. An unknown key, a value of the wrong type or an impossible value raises
+`ConfigError` (a `ValueError`) naming the key; upstream's silent `None` client is not copied.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from datago.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+SourceType = Literal["db", "file", "webdataset"]
+
+# Keys that appear in upstream configs but do nothing there; accepted so those configs run.
+_UPSTREAM_NO_OP_KEYS = {
+    "": {"rank", "world_size", "num_threads", "max_connections", "image_transform"},
+    "source_config": {"shuffle", "return_latents", "return_duplicate_state", "max_connections"},
+}
+
+
+def _check_rank(rank: int, world_size: int, path: str) -> None:
+    if world_size < 0:
+        raise ConfigError(f"{path}.world_size must be >= 0, got {world_size}")
+    if rank < 0 or rank >= max(world_size, 1):
+        raise ConfigError(f"{path}.rank must be in [0, world_size), got {rank} of {world_size}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileSourceConfig:
+    """`source_type: "file"`: every image below `root_path`, walked recursively."""
+
+    root_path: str
+    random_sampling: bool = False
+    rank: int = 0
+    world_size: int = 0
+    seed: int | None = None
+    """Seed for `random_sampling` (ours; upstream is never reproducible). None: fresh entropy."""
+
+    def validate(self, path: str) -> None:
+        if not self.root_path:
+            raise ConfigError(f"{path}.root_path must not be empty")
+        _check_rank(self.rank, self.world_size, path)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebDatasetSourceConfig:
+    """`source_type: "webdataset"`: tar shards from local paths or http(s) URLs."""
+
+    url: str | list[str]
+    reference_image_type: str = "jpg"
+    random_sampling: bool = False
+    concurrent_downloads: int = 0
+    auth_token: str = ""
+    rank: int = 0
+    world_size: int = 0
+    seed: int | None = None
+    shuffle_buffer_size: int = 1000
+    """Samples held in the shuffle buffer when `random_sampling` (ours; upstream has none)."""
+
+    def validate(self, path: str) -> None:
+        if not self.url:
+            raise ConfigError(f"{path}.url must not be empty")
+        if self.concurrent_downloads < 0:
+            raise ConfigError(
+                f"{path}.concurrent_downloads must be >= 0, got {self.concurrent_downloads}"
+            )
+        if self.shuffle_buffer_size < 1:
+            raise ConfigError(
+                f"{path}.shuffle_buffer_size must be >= 1, got {self.shuffle_buffer_size}"
+            )
+        _check_rank(self.rank, self.world_size, path)
+
+    @property
+    def downloads(self) -> int:
+        """Shards streamed at once (upstream: 0 means 8)."""
+        return self.concurrent_downloads or 8
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DbSourceConfig:
+    """`source_type: "db"`: the dataroom HTTP API (`DATAROOM_API_URL`)."""
+
+    sources: str
+    page_size: int
+    sources_ne: str = ""
+    require_images: bool = False
+    require_embeddings: bool = False
+    tags: str = ""
+    tags_all: str = ""
+    tags_ne: str = ""
+    tags_ne_all: str = ""
+    tags_empty: str = ""
+    has_attributes: str = ""
+    lacks_attributes: str = ""
+    has_masks: str = ""
+    lacks_masks: str = ""
+    has_latents: str = ""
+    lacks_latents: str = ""
+    min_short_edge: int = 0
+    max_short_edge: int = 0
+    min_pixel_count: int = 0
+    max_pixel_count: int = 0
+    duplicate_state: int = 0
+    attributes: str = ""
+    random_sampling: bool = False
+    rank: int = 0
+    world_size: int = 0
+
+    def validate(self, path: str) -> None:
+        if not 1 <= self.page_size <= 2000:
+            raise ConfigError(f"{path}.page_size must be in [1, 2000], got {self.page_size}")
+        _check_rank(self.rank, self.world_size, path)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImageConfig:
+    """`image_config`: aspect-ratio bucketing, colour conversion and re-encoding."""
+
+    crop_and_resize: bool = False
+    default_image_size: int = 0
+    downsampling_ratio: int = 0
+    min_aspect_ratio: float = 0.0
+    max_aspect_ratio: float = 0.0
+    pre_encode_images: bool = False
+    image_to_rgb8: bool = False
+    encode_format: Literal["png", "jpeg"] = "png"
+    jpeg_quality: int = 92
+    apply_exif_orientation: bool = False
+    """Rotate images by their EXIF orientation tag (ours; upstream never does)."""
+
+    def validate(self, path: str) -> None:
+        if self.encode_format not in ("png", "jpeg"):
+            raise ConfigError(
+                f"{path}.encode_format must be 'png' or 'jpeg', got {self.encode_format!r}"
+            )
+        if not 0 <= self.jpeg_quality <= 100:
+            raise ConfigError(f"{path}.jpeg_quality must be in [0, 100], got {self.jpeg_quality}")
+        if not self.crop_and_resize:
+            return
+        if self.downsampling_ratio <= 0:
+            raise ConfigError(
+                f"{path}.downsampling_ratio must be > 0 when crop_and_resize is true, "
+                f"got {self.downsampling_ratio}"
+            )
+        if self.default_image_size < self.downsampling_ratio:
+            raise ConfigError(
+                f"{path}.default_image_size must be >= downsampling_ratio "
+                f"({self.downsampling_ratio}) when crop_and_resize is true, "
+                f"got {self.default_image_size}"
+            )
+        if not 0 < self.min_aspect_ratio <= self.max_aspect_ratio:
+            raise ConfigError(
+                f"{path}.min_aspect_ratio and max_aspect_ratio must satisfy 0 < min <= max, "
+                f"got {self.min_aspect_ratio} and {self.max_aspect_ratio}"
+            )
+
+
+SourceConfig = FileSourceConfig | WebDatasetSourceConfig | DbSourceConfig
+_SOURCE_CONFIGS: dict[str, type[SourceConfig]] = {
+    "file": FileSourceConfig,
+    "webdataset": WebDatasetSourceConfig,
+    "db": DbSourceConfig,
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientConfig:
+    """The whole client config, as upstream's JSON."""
+
+    source_config: SourceConfig
+    source_type: SourceType = "db"
+    image_config: ImageConfig | None = None
+    limit: int | None = None
+    """Exactly this many samples per pass (upstream overshoots); None: the whole dataset."""
+    samples_buffer_size: int = 64
+    prefetch_buffer_size: int = 64
+
+    @classmethod
+    def from_json(cls, text: str) -> ClientConfig:
+        """Parse upstream's JSON config text."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"config is not valid JSON: {exc}") from exc
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ClientConfig:
+        """Parse a config dict (the JSON object); raise `ConfigError` naming any bad key."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"config must be a JSON object, got {type(data).__name__}")
+        data = dict(data)
+        source_type = data.get("source_type", "db")
+        if source_type not in _SOURCE_CONFIGS:
+            raise ConfigError(
+                f"source_type must be one of {sorted(_SOURCE_CONFIGS)}, got {source_type!r}"
+            )
+        if "source_config" not in data:
+            raise ConfigError("source_config is required")
+        data["source_config"] = _build(
+            _SOURCE_CONFIGS[source_type], data["source_config"], "source_config"
+        )
+        if data.get("image_config") is not None:
+            data["image_config"] = _build(ImageConfig, data["image_config"], "image_config")
+        config = _build(cls, data, "", prebuilt={"source_config", "image_config"})
+        config.validate()
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as a JSON-ready dict that `from_dict` parses back to an equal config."""
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        if self.limit is not None and self.limit <= 0:
+            raise ConfigError(f"limit must be > 0, got {self.limit}")
+        for key in ("samples_buffer_size", "prefetch_buffer_size"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"{key} must be > 0, got {getattr(self, key)}")
+        self.source_config.validate("source_config")
+        if self.image_config is not None:
+            self.image_config.validate("image_config")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Environment:
+    """The environment variables upstream reads, read once when a pass starts."""
+
+    max_tasks: int = field(default_factory=lambda: os.cpu_count() or 1)
+    max_retries: int = 3
+    dataroom_api_url: str = ""
+    dataroom_api_key: str = ""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Environment:
+        """Read `DATAGO_MAX_TASKS`, `DATAGO_MAX_RETRIES`, `DATAROOM_API_URL`/`_KEY`."""
+        defaults = cls()
+        return cls(
+            max_tasks=_env_int(env, "DATAGO_MAX_TASKS", defaults.max_tasks, minimum=1),
+            max_retries=_env_int(env, "DATAGO_MAX_RETRIES", defaults.max_retries, minimum=1),
+            dataroom_api_url=env.get("DATAROOM_API_URL", ""),
+            dataroom_api_key=env.get("DATAROOM_API_KEY", ""),
+        )
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"environment variable {name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"environment variable {name} must be >= {minimum}, got {value}")
+    return value
+
+
+_T = TypeVar("_T")
+
+
+def _build(
+    cls: type[_T], data: Any, path: str, prebuilt: frozenset[str] | set[str] = frozenset()
+) -> _T:
+    """Instantiate the dataclass `cls` from a mapping, checking keys and value types."""
+    where = path or "config"
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where} must be a JSON object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    no_ops = _UPSTREAM_NO_OP_KEYS.get(path, set())
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{path}.{key}" if path else key
+        if key not in names:
+            if key in no_ops:
+                logger.debug("config key %s does nothing (as upstream); ignored", dotted)
+                continue
+            raise ConfigError(f"unknown config key {dotted!r}")
+        if key not in prebuilt:
+            _check_type(value, hints[key], dotted)
+        kwargs[key] = value
+    missing = [
+        f.name
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if f.name not in kwargs
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"{path + '.' if path else ''}{missing[0]} is required")
+    return cls(**kwargs)
+
+
+def _check_type(value: Any, hint: Any, key: str) -> None:
+    if not _matches(value, hint):
+        raise ConfigError(f"{key} must be of type {_describe(hint)}, got {value!r}")
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(hint))
+    if origin is Literal:
+        return value in typing.get_args(hint)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_matches(v, item) for v in value)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(arg) for arg in typing.get_args(hint))
+    if origin is Literal:
+        return " or ".join(repr(arg) for arg in typing.get_args(hint))
+    if origin is list:
+        return f"list of {_describe(typing.get_args(hint)[0])}"
+    return "null" if hint is type(None) else str(getattr(hint, "__name__", hint))

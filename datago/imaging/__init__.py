@@ -1,0 +1,1 @@
+"""Pure image functions: decode, aspect-ratio buckets, crop/resize, colour conversion, encode."""

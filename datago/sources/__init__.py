@@ -1,0 +1,1 @@
+"""Where samples come from: local files, webdataset tar shards, the dataroom API."""

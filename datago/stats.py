@@ -1,0 +1,81 @@
+"""Counters and per-stage timings of one client, readable from Python as `client.stats`."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+logger = logging.getLogger("datago")
+
+_MAX_LOGGED_SKIPS = 100  # then one line per 1000 skips, so a bad dataset cannot flood the log
+
+
+@dataclass(slots=True)
+class StageTimes:
+    """Time spent per stage by one decode task; the engine adds it into `Stats`."""
+
+    read_s: float = 0.0
+    decode_s: float = 0.0
+    transform_s: float = 0.0
+    bytes_read: int = 0
+
+
+@dataclass(slots=True)
+class Stats:
+    """What the loader did so far. Times are seconds summed over all threads."""
+
+    samples: int = 0
+    """Samples delivered to the consumer."""
+    skipped: int = 0
+    """Samples dropped because they could not be read or decoded."""
+    source_errors: int = 0
+    """Units of the source lost after retries (a shard, a page), each also logged."""
+    bytes_read: int = 0
+    """Encoded bytes read or downloaded for delivered and skipped samples."""
+    read_s: float = 0.0
+    decode_s: float = 0.0
+    transform_s: float = 0.0
+    wait_s: float = 0.0
+    """Time the consumer spent blocked waiting for the next sample."""
+    started_at: float = 0.0
+    skip_reasons: dict[str, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
+
+    def skip(self, sample_id: str, reason: str) -> None:
+        """Count and log one dropped sample; the stream goes on."""
+        with self._lock:
+            self.skipped += 1
+            kind = reason.split(":", 1)[0]
+            self.skip_reasons[kind] = self.skip_reasons.get(kind, 0) + 1
+            count = self.skipped
+        if count <= _MAX_LOGGED_SKIPS or count % 1000 == 0:
+            logger.warning("skipped sample %r: %s (%d skipped so far)", sample_id, reason, count)
+
+    def source_error(self, what: str, reason: str) -> None:
+        """Count and log a part of the source that was lost for good."""
+        with self._lock:
+            self.source_errors += 1
+        logger.error("lost %s: %s", what, reason)
+
+    def add(self, times: StageTimes) -> None:
+        """Fold one task's stage times in."""
+        with self._lock:
+            self.read_s += times.read_s
+            self.decode_s += times.decode_s
+            self.transform_s += times.transform_s
+            self.bytes_read += times.bytes_read
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.perf_counter() - self.started_at if self.started_at else 0.0
+
+    def snapshot(self) -> Stats:
+        """A consistent copy, safe to keep while the loader runs on."""
+        with self._lock:
+            copy = dataclasses.replace(self, skip_reasons=dict(self.skip_reasons))
+        return copy
