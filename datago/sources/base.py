@@ -36,6 +36,17 @@ class Partition:
     index: int = 0
     count: int = 1
 
+    def within_rank(self, rank: int, world_size: int) -> Partition:
+        """This worker split applied inside rank `rank` of `world_size` (0 means 1)."""
+        ranks = max(world_size, 1)
+        return Partition(rank * self.count + self.index, ranks * self.count)
+
+    def slice_bounds(self, total: int) -> tuple[int, int]:
+        """[start, end) of this part of `total` items; the first `total % count` get one more."""
+        base, extra = divmod(total, self.count)
+        start = self.index * base + min(self.index, extra)
+        return start, start + base + (self.index < extra)
+
 
 @dataclass(slots=True)
 class SourceContext:
