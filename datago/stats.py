@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 logger = logging.getLogger("datago")
@@ -69,6 +71,22 @@ class Stats:
             self.decode_s += times.decode_s
             self.transform_s += times.transform_s
             self.bytes_read += times.bytes_read
+
+    def delivered(self) -> None:
+        """Count one sample handed to the consumer."""
+        with self._lock:
+            self.samples += 1
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        """Time the consumer spends blocked on the next sample."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - start
+            with self._lock:
+                self.wait_s += elapsed
 
     @property
     def elapsed_s(self) -> float:

@@ -1,0 +1,169 @@
+"""`DatagoClient`: the sync facade (`get_sample`, iteration, `with`) and `async for`."""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any
+
+from datago.config import ClientConfig
+from datago.engine import Pass, start_pass
+from datago.errors import ClientClosedError, DatagoError, LoaderError
+from datago.sample import Sample
+from datago.sink import END, Failed, Item
+from datago.sources.base import Partition
+from datago.stats import Stats
+
+
+class DatagoClient:
+    """Streams samples from the source the config names.
+
+    Args:
+        config: upstream's JSON config, as text or as a dict, or a parsed `ClientConfig`.
+        workers: the torch DataLoader worker split within this rank (used by `datago.torch`).
+
+    Raises:
+        ConfigError: the config is invalid (the message names the key).
+
+    Example:
+        >>> with DatagoClient({"source_type": "file", "source_config": {"root_path": "imgs"},
+        ...                    "limit": 10}) as client:
+        ...     for sample in client:
+        ...         pixels = sample.image.to_numpy()
+    """
+
+    def __init__(
+        self,
+        config: str | Mapping[str, Any] | ClientConfig,
+        *,
+        workers: Partition | None = None,
+    ) -> None:
+        if isinstance(config, ClientConfig):
+            self.config = config
+        elif isinstance(config, str):
+            self.config = ClientConfig.from_json(config)
+        else:
+            self.config = ClientConfig.from_dict(config)
+        self._workers = workers or Partition()
+        self._stats = Stats()
+        self._lock = threading.Lock()
+        self._pass: Pass | None = None
+        self._finished = True  # no pass running: get_sample() starts one only if none ran yet
+        self._epoch = -1
+        self._closed = False
+        self._finalizer: weakref.finalize[[], DatagoClient] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start a pass; does nothing while one runs. After the end or `stop()`, a new pass."""
+        with self._lock:
+            if self._closed:
+                raise ClientClosedError("this DatagoClient is closed")
+            if self._pass is not None and not self._finished:
+                return
+            self._shutdown_pass()
+            self._epoch += 1
+            self._pass = start_pass(self.config, self._stats, self._epoch, self._workers)
+            self._finished = False
+            # Closes the pass when the client is garbage-collected; holds no reference to it.
+            self._finalizer = weakref.finalize(self, self._pass.close)
+
+    def stop(self) -> None:
+        """Stop the current pass within a second; `start()` begins a new one."""
+        with self._lock:
+            self._shutdown_pass()
+
+    def close(self) -> None:
+        """Stop and release everything for good. Idempotent."""
+        with self._lock:
+            self._shutdown_pass()
+            self._closed = True
+
+    def _shutdown_pass(self) -> None:
+        if self._finalizer is not None:
+            self._finalizer()  # closes the pass once, and only once
+            self._finished = True
+
+    def __enter__(self) -> DatagoClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> DatagoClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def get_sample(self, timeout: float | None = None) -> Sample | None:
+        """The next sample; None at the end of the pass (call `start()` for another).
+
+        Blocks, without using CPU, until a sample is ready. The first call starts a pass.
+
+        Raises:
+            LoaderError: the pass failed (e.g. `SourceError`); raised after every sample
+                produced before the failure.
+            TimeoutError: `timeout` seconds passed without a sample.
+        """
+        current = self._current_pass()
+        if current is None:
+            return None
+        try:
+            with self._stats.waiting():
+                item = current.sink.get(timeout)
+        except Exception as exc:  # queue.Empty
+            raise TimeoutError(f"no sample within {timeout}s") from exc
+        return self._unwrap(item)
+
+    async def aget_sample(self) -> Sample | None:
+        """`get_sample` for asyncio code: awaits without blocking the caller's loop."""
+        current = self._current_pass()
+        if current is None:
+            return None
+        with self._stats.waiting():
+            item = await current.sink.aget()
+        return self._unwrap(item)
+
+    def __iter__(self) -> Iterator[Sample]:
+        """Iterate one pass; a loop started after the end begins a new pass."""
+        if self._finished:
+            self.start()
+        while (sample := self.get_sample()) is not None:
+            yield sample
+
+    async def __aiter__(self) -> AsyncIterator[Sample]:
+        """`async for sample in client`: one pass, as `__iter__`."""
+        if self._finished:
+            self.start()
+        while (sample := await self.aget_sample()) is not None:
+            yield sample
+
+    @property
+    def stats(self) -> Stats:
+        """A snapshot of the counters and stage timings, summed over every pass."""
+        return self._stats.snapshot()
+
+    def _current_pass(self) -> Pass | None:
+        if self._closed:
+            raise ClientClosedError("this DatagoClient is closed")
+        if self._pass is None:
+            self.start()
+        return None if self._finished else self._pass
+
+    def _unwrap(self, item: Item) -> Sample | None:
+        if isinstance(item, Sample):
+            self._stats.delivered()
+            return item
+        self._finished = True
+        if isinstance(item, Failed):
+            error = item.error
+            if isinstance(error, DatagoError):
+                raise error
+            raise LoaderError(f"the datago loader failed: {error!r}") from error
+        assert item is END
+        return None

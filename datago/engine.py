@@ -1,0 +1,233 @@
+"""The engine: one pass over the data on an asyncio loop in a background thread.
+
+source (async generator, on the loop) -> bounded queue of raw samples -> chunks decoded in a
+ThreadPoolExecutor -> `Sink` (bounded by credits) -> consumers. A pass delivers exactly
+`limit` good samples (or the whole source), then the end marker; a fatal error travels
+through the sink and is raised by the consumer after the samples produced before it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import logging
+import threading
+import time
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from datago.builder import build_chunk
+from datago.config import ClientConfig, Environment
+from datago.imaging.process import ImageProcessor
+from datago.sink import END, Failed, Sink
+from datago.sources import open_source
+from datago.sources.base import Partition, RawSample, SampleStream, SourceContext
+from datago.stats import Stats
+
+logger = logging.getLogger(__name__)
+
+CHUNK_SIZE = 8
+"""Samples per executor task: one dispatch costs ~80 us, so small images go in groups."""
+
+_live_passes: weakref.WeakSet[Pass] = weakref.WeakSet()
+
+
+@dataclass(frozen=True, slots=True)
+class _SourceEnd:
+    error: BaseException | None = None
+
+
+class Pass:
+    """One pass over the data: owns the loop thread, the executor and the sink."""
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        environment: Environment,
+        stats: Stats,
+        epoch: int,
+        workers: Partition,
+    ) -> None:
+        self.config = config
+        self.environment = environment
+        self.stats = stats
+        self.epoch = epoch
+        self.workers = workers
+        self.loop = asyncio.new_event_loop()
+        self.sink = Sink(self.loop, config.samples_buffer_size)
+        self._main: asyncio.Task[None] | None = None
+        self._started = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="datago-loop", daemon=True)
+        self.thread.start()
+        self._started.wait()
+        _live_passes.add(self)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Cancel the pass and wait for its threads. Idempotent, callable from any thread."""
+        if self.thread is threading.current_thread():
+            raise RuntimeError("a datago pass cannot be closed from its own event-loop thread")
+        with contextlib.suppress(RuntimeError):  # the loop already finished and closed
+            self.loop.call_soon_threadsafe(self._cancel)
+        self.sink.finish(END)  # wakes consumers blocked in get()
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            logger.error("datago loop thread did not stop within %.1fs", timeout)
+
+    def _cancel(self) -> None:
+        if self._main is not None:
+            self._main.cancel()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self._main = self.loop.create_task(self._produce_all())
+            self.loop.call_soon(self._started.set)
+            self.loop.run_until_complete(self._main)
+        except asyncio.CancelledError:
+            self.sink.finish(END)
+        finally:
+            self._started.set()
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.close()
+
+    async def _produce_all(self) -> None:
+        executor = ThreadPoolExecutor(
+            self.environment.max_tasks, thread_name_prefix="datago-decode"
+        )
+        try:
+            await self._produce(executor)
+            self.sink.finish(END)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self.sink.finish(Failed(exc))
+        finally:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+    async def _produce(self, executor: ThreadPoolExecutor) -> None:
+        processor = ImageProcessor(self.config.image_config)
+        context = SourceContext(
+            environment=self.environment,
+            executor=executor,
+            stats=self.stats,
+            epoch=self.epoch,
+            workers=self.workers,
+        )
+        raws: asyncio.Queue[RawSample | _SourceEnd] = asyncio.Queue(
+            self.config.prefetch_buffer_size
+        )
+        feeder = asyncio.create_task(_feed(open_source(self.config, context), raws))
+        try:
+            await _Dispatcher(self, executor, processor).run(raws)
+        finally:
+            feeder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feeder
+
+
+async def _feed(stream: SampleStream, raws: asyncio.Queue[RawSample | _SourceEnd]) -> None:
+    """Move the source's samples into the bounded queue; its end or failure goes in-band."""
+    end = _SourceEnd()
+    try:
+        async with contextlib.aclosing(stream):  # type: ignore[type-var]
+            async for raw in stream:
+                await raws.put(raw)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        end = _SourceEnd(exc)
+    await raws.put(end)
+
+
+class _Dispatcher:
+    """Sends chunks of raw samples to the executor, never more than `limit` needs."""
+
+    def __init__(
+        self, owner: Pass, executor: ThreadPoolExecutor, processor: ImageProcessor
+    ) -> None:
+        self.owner = owner
+        self.executor = executor
+        self.processor = processor
+        self.limit = owner.config.limit if owner.config.limit is not None else float("inf")
+        self.accepted = 0
+        self.reserved = 0  # samples dispatched but not yet delivered or dropped
+        self.window = asyncio.Semaphore(2 * owner.environment.max_tasks)
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self, raws: asyncio.Queue[RawSample | _SourceEnd]) -> None:
+        try:
+            await self._dispatch(raws)
+        finally:
+            for task in self.tasks:
+                task.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def _dispatch(self, raws: asyncio.Queue[RawSample | _SourceEnd]) -> None:
+        end: _SourceEnd | None = None
+        while end is None:
+            await self.window.acquire()
+            while self.accepted + self.reserved >= self.limit:
+                if not self.tasks:
+                    return
+                await asyncio.wait(self.tasks, return_when=asyncio.FIRST_COMPLETED)
+            if self.accepted >= self.limit:
+                break
+            budget = min(CHUNK_SIZE, int(min(self.limit - self.accepted - self.reserved, 1e9)))
+            chunk, end = await _take_chunk(raws, budget)
+            if chunk:
+                self.reserved += len(chunk)
+                task = asyncio.create_task(self._deliver(chunk))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+            else:
+                self.window.release()
+        if self.tasks:
+            await asyncio.gather(*self.tasks)
+        if end is not None and end.error is not None:
+            raise end.error
+
+    async def _deliver(self, chunk: list[RawSample]) -> None:
+        loop = asyncio.get_running_loop()
+        stats = self.owner.stats
+        try:
+            built, times = await loop.run_in_executor(
+                self.executor, build_chunk, chunk, self.processor, stats
+            )
+        finally:
+            self.window.release()
+        stats.add(times)
+        for sample in built:
+            if sample is not None and self.accepted < self.limit:
+                await self.owner.sink.put(sample)
+                self.accepted += 1
+            self.reserved -= 1
+
+
+async def _take_chunk(
+    raws: asyncio.Queue[RawSample | _SourceEnd], budget: int
+) -> tuple[list[RawSample], _SourceEnd | None]:
+    """Wait for one raw sample, then take what else is ready, up to `budget`."""
+    chunk: list[RawSample] = []
+    item = await raws.get()
+    while True:
+        if isinstance(item, _SourceEnd):
+            return chunk, item
+        chunk.append(item)
+        if len(chunk) >= budget or raws.empty():
+            return chunk, None
+        item = raws.get_nowait()
+
+
+@atexit.register
+def _close_live_passes() -> None:
+    """Interpreter exit: stop every pass still running so no thread outlives it."""
+    for run in list(_live_passes):
+        run.close(timeout=1.0)
+
+
+def start_pass(config: ClientConfig, stats: Stats, epoch: int, workers: Partition) -> Pass:
+    """Start a pass in the background; the environment is read now."""
+    stats.started_at = stats.started_at or time.perf_counter()
+    return Pass(config, Environment.from_env(), stats, epoch, workers)
