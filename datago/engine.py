@@ -1,7 +1,7 @@
 """The engine: one pass over the data on an asyncio loop in a background thread.
 
 source (async generator, on the loop) -> bounded queue of raw samples -> chunks decoded in a
-ThreadPoolExecutor -> `Sink` (bounded by credits) -> consumers. A pass delivers exactly
+ThreadPoolExecutor -> `Sink` (bounded by credits) -> consumers, in the source's order. A pass delivers exactly
 `limit` good samples (or the whole source), then the end marker; a fatal error travels
 through the sink and is raised by the consumer after the samples produced before it.
 """
@@ -153,8 +153,12 @@ class _Dispatcher:
         self.limit = owner.config.limit if owner.config.limit is not None else float("inf")
         self.accepted = 0
         self.reserved = 0  # samples dispatched but not yet delivered or dropped
-        self.window = asyncio.Semaphore(2 * owner.environment.max_tasks)
+        # Chunks in flight: enough that a slow chunk does not leave the executor idle while
+        # the chunks after it wait for their turn (samples come out in source order).
+        self.window = asyncio.Semaphore(4 * owner.environment.max_tasks)
         self.tasks: set[asyncio.Task[None]] = set()
+        self.previous = asyncio.Event()
+        self.previous.set()
 
     async def run(self, raws: asyncio.Queue[RawSample | _SourceEnd]) -> None:
         try:
@@ -178,7 +182,8 @@ class _Dispatcher:
             chunk, end = await _take_chunk(raws, budget)
             if chunk:
                 self.reserved += len(chunk)
-                task = asyncio.create_task(self._deliver(chunk))
+                turn, self.previous = self.previous, asyncio.Event()
+                task = asyncio.create_task(self._deliver(chunk, turn, self.previous))
                 self.tasks.add(task)
                 task.add_done_callback(self.tasks.discard)
             else:
@@ -188,7 +193,10 @@ class _Dispatcher:
         if end is not None and end.error is not None:
             raise end.error
 
-    async def _deliver(self, chunk: list[RawSample]) -> None:
+    async def _deliver(
+        self, chunk: list[RawSample], turn: asyncio.Event, delivered: asyncio.Event
+    ) -> None:
+        """Build a chunk in the executor, then hand it over once the chunk before it is."""
         loop = asyncio.get_running_loop()
         stats = self.owner.stats
         try:
@@ -198,11 +206,13 @@ class _Dispatcher:
         finally:
             self.window.release()
         stats.add(times)
+        await turn.wait()
         for sample in built:
             if sample is not None and self.accepted < self.limit:
                 await self.owner.sink.put(sample)
                 self.accepted += 1
             self.reserved -= 1
+        delivered.set()
 
 
 async def _take_chunk(

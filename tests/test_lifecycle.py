@@ -1,0 +1,174 @@
+"""Start, stop, close, GC and interpreter exit; blocking without CPU; fatal errors in-band."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import queue
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+import datago.engine
+from datago import DatagoClient, LoaderError
+from datago.sink import Sink
+from datago.sources.base import RawSample
+from tests.conftest import datago_threads, encode, file_config, photo, write_images
+
+
+def big_pngs(folder: Path, count: int) -> list[str]:
+    folder.mkdir(exist_ok=True)
+    for i in range(count):
+        photo(900, 700, seed=i).save(folder / f"big_{i:02d}.png", compress_level=1)
+    return sorted(str(p) for p in folder.iterdir())
+
+
+def test_close_stops_every_thread_within_a_second(tmp_path: Path) -> None:
+    big_pngs(tmp_path, 8)
+    client = DatagoClient(file_config(tmp_path, samples_buffer_size=1))
+    assert client.get_sample() is not None
+    assert datago_threads()
+    start = time.monotonic()
+    client.close()
+    assert time.monotonic() - start < 1.0
+    assert not datago_threads()
+
+
+def test_garbage_collection_stops_the_pass(tmp_path: Path) -> None:
+    write_images(tmp_path, 20)
+    client = DatagoClient(file_config(tmp_path, samples_buffer_size=1))
+    assert client.get_sample() is not None
+    del client
+    gc.collect()
+    deadline = time.monotonic() + 1.0
+    while datago_threads() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not datago_threads()
+
+
+def test_interpreter_exit_with_an_open_client(tmp_path: Path) -> None:
+    write_images(tmp_path, 30)
+    script = (
+        "from datago import DatagoClient\n"
+        f"c = DatagoClient({{'source_type': 'file', 'source_config': {{'root_path': {str(tmp_path)!r}}},"
+        " 'samples_buffer_size': 1})\n"
+        "assert c.get_sample() is not None\n"
+        "print('ok')\n"
+    )
+    start = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+    assert time.monotonic() - start < 10
+
+
+def test_waiting_consumer_uses_no_cpu() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        sink = Sink(loop, capacity=4)
+        cpu_before = time.thread_time()
+        with pytest.raises(queue.Empty):
+            sink.get(timeout=1.0)
+        assert time.thread_time() - cpu_before < 0.05
+    finally:
+        loop.close()
+
+
+def test_consumer_cpu_while_waiting_for_slow_decodes(tmp_path: Path) -> None:
+    big_pngs(tmp_path, 10)
+    with DatagoClient(file_config(tmp_path, samples_buffer_size=1)) as client:
+        cpu_before, wall_before = time.thread_time(), time.perf_counter()
+        count = sum(1 for _ in client)
+        cpu, wall = time.thread_time() - cpu_before, time.perf_counter() - wall_before
+        waited = client.stats.wait_s
+    assert count == 10
+    assert waited > 0.5 * wall  # the consumer mostly waited...
+    assert cpu < 0.05 * wall + 0.02  # ...without burning CPU
+
+
+def test_stop_from_another_thread_wakes_a_blocked_consumer(tmp_path: Path) -> None:
+    big_pngs(tmp_path, 6)
+    with DatagoClient(file_config(tmp_path, samples_buffer_size=1)) as client:
+        got: list[object] = []
+        reader = threading.Thread(target=lambda: got.extend(iter(client.get_sample, None)))
+        reader.start()
+        time.sleep(0.05)
+        client.stop()
+        reader.join(2.0)
+        assert not reader.is_alive()
+    assert len(got) < 6
+
+
+def test_concurrent_consumers_get_each_sample_once(tmp_path: Path) -> None:
+    paths = write_images(tmp_path, 40)
+    got: list[str] = []
+    lock = threading.Lock()
+    with DatagoClient(file_config(tmp_path, samples_buffer_size=3)) as client:
+        client.start()
+
+        def read() -> None:
+            while (sample := client.get_sample()) is not None:
+                with lock:
+                    got.append(sample.id)
+
+        readers = [threading.Thread(target=read) for _ in range(3)]
+        for reader in readers:
+            reader.start()
+        for reader in readers:
+            reader.join(10)
+    assert sorted(got) == paths
+
+
+async def test_async_iteration_does_not_block_the_loop(tmp_path: Path) -> None:
+    paths = big_pngs(tmp_path, 6)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.005)
+
+    tick_task = asyncio.create_task(ticker())
+    async with DatagoClient(file_config(tmp_path, samples_buffer_size=1)) as client:
+        ids = [sample.id async for sample in client]
+    tick_task.cancel()
+    assert ids == paths
+    assert ticks > 5
+
+
+async def test_async_consumer_cancelled_leaves_client_usable(tmp_path: Path) -> None:
+    paths = big_pngs(tmp_path, 4)
+    with DatagoClient(file_config(tmp_path, samples_buffer_size=1)) as client:
+        client.start()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(client.aget_sample(), timeout=0.001)
+        rest = [s.id async for s in client]
+    assert rest == paths
+
+
+def test_fatal_source_error_is_raised_after_earlier_samples(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    jpeg = encode(photo(16, 16))
+
+    async def failing_source(config: object, context: object) -> AsyncIterator[RawSample]:
+        for i in range(3):
+            yield RawSample(id=f"s{i}", source="test", image=jpeg)
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(datago.engine, "open_source", failing_source)
+    with DatagoClient(file_config(Path("unused"))) as client:
+        got = [client.get_sample() for _ in range(3)]
+        assert [s.id for s in got if s] == ["s0", "s1", "s2"]
+        with pytest.raises(LoaderError, match="disk gone") as info:
+            client.get_sample()
+        assert isinstance(info.value.__cause__, OSError)
+        assert client.get_sample() is None
