@@ -1,11 +1,17 @@
-"""HTTP GETs with retries: exponential backoff on 5xx, 408, 429, resets and timeouts."""
+"""HTTP GETs with retries: exponential backoff on 5xx, 408, 429, resets and timeouts.
+
+`HttpClient.stream` reads a long body (a tar shard) in chunks and, after a failure mid-body,
+resumes at the byte it reached: with `Range: bytes=N-` when the server answers 206, else by
+reading the body again and dropping its first N bytes. Either way no byte is delivered twice.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-from collections.abc import Mapping
+import re
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -15,6 +21,7 @@ from datago.errors import SourceError
 logger = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(\d+|\*)")
 
 
 class HttpStatusError(SourceError):
@@ -48,10 +55,15 @@ class HttpClient:
         timeout_s: float = 60.0,
         max_connections: int = 128,
         backoff_base_s: float = 0.1,
+        stall_timeout_s: float = 60.0,
     ) -> None:
         self.attempts = attempts
         self.backoff_base_s = backoff_base_s
         self.timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(timeout_s, 10.0))
+        # A stream may take longer than any total timeout; it fails when no byte comes for a while.
+        self.stream_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=min(stall_timeout_s, 10.0), sock_read=stall_timeout_s
+        )
         self.session = aiohttp.ClientSession(
             timeout=self.timeout,
             connector=aiohttp.TCPConnector(limit=max_connections),
@@ -88,3 +100,74 @@ class HttpClient:
             return json.loads(body)
         except ValueError as exc:
             raise SourceError(f"GET {url}: the body is not JSON ({exc})") from exc
+
+    async def stream(
+        self, url: str, headers: Mapping[str, str] | None = None, chunk_size: int = 1 << 20
+    ) -> AsyncIterator[bytes]:
+        """The body of a GET in chunks, resumed after a failure mid-body (see the module doc).
+
+        `attempts` bounds the failures in a row; a failure after some progress starts the
+        count again, so a long shard survives several resets.
+        """
+        received = 0
+        total: int | None = None
+        failures = 0
+        while True:
+            # identity: byte offsets must be those of the resource, not of a compressed body
+            request_headers = {"Accept-Encoding": "identity", **(headers or {})}
+            if received:
+                request_headers["Range"] = f"bytes={received}-"
+            progressed = False
+            try:
+                async with self.session.get(
+                    url, headers=request_headers, timeout=self.stream_timeout
+                ) as response:
+                    if received and response.status == 416 and received == total:
+                        return  # everything had arrived; the failure came after the last byte
+                    if response.status >= 400:
+                        raise HttpStatusError(url, response.status)
+                    start, length = _body_range(url, response)
+                    if total is not None and length is not None and length != total:
+                        raise SourceError(f"GET {url}: the body changed size while resuming")
+                    total = length if length is not None else total
+                    if start > received:
+                        raise SourceError(
+                            f"GET {url}: the server resumed at {start}, not {received}"
+                        )
+                    drop = received - start  # bytes sent again that were delivered already
+                    async for chunk in response.content.iter_chunked(chunk_size):
+                        if drop >= len(chunk):
+                            drop -= len(chunk)
+                            continue
+                        piece = chunk[drop:] if drop else chunk
+                        drop = 0
+                        received += len(piece)
+                        progressed = True
+                        yield piece
+                    if total is not None and received < total:
+                        raise aiohttp.ClientPayloadError(f"body ended at {received} of {total}")
+                    return
+            except Exception as exc:
+                failures = 1 if progressed else failures + 1
+                if not is_retryable(exc) or failures >= self.attempts:
+                    if isinstance(exc, SourceError):
+                        raise
+                    raise SourceError(
+                        f"GET {url} failed at byte {received} after {failures} attempt(s) "
+                        f"in a row: {exc!r}"
+                    ) from exc
+                delay = backoff_delay(failures, self.backoff_base_s)
+                logger.info(
+                    "GET %s failed at byte %d (%r); retry in %.2fs", url, received, exc, delay
+                )
+                await asyncio.sleep(delay)
+
+
+def _body_range(url: str, response: aiohttp.ClientResponse) -> tuple[int, int | None]:
+    """Where the body starts in the resource, and the resource's full size if known."""
+    if response.status != 206:
+        return 0, response.content_length
+    match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", ""))
+    if match is None:
+        raise SourceError(f"GET {url}: unusable Content-Range in a 206 answer")
+    return int(match[1]), None if match[2] == "*" else int(match[2])

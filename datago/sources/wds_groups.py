@@ -1,0 +1,163 @@
+"""WebDataset members to samples: consecutive members sharing a key form one `RawSample`.
+
+Rules (webdataset's convention, not upstream datago's, see docs in `webdataset.py`):
+- key = member path up to the first dot of its file name, directory kept
+  (`dir/s0007.seg.png` -> key `dir/s0007`, extension `seg.png`); extensions are lower-cased;
+  a file name without a dot, or starting with one, is ignored. A new sample starts when the
+  key changes or an extension repeats.
+- image = extension whose last part is jpg, jpeg, png, webp, bmp, gif, tif or tiff.
+  The image whose extension equals `reference_image_type` (jpg and jpeg match each other) is
+  `image`; without one, the first image in tar order that is not a mask. An image whose
+  extension contains "mask" goes to `masks[ext]`, other images to `additional_images[ext]`.
+- `json`: an object is merged into `attributes`, another JSON value is stored under "json";
+  any `*.json` other than `json` is stored parsed under its extension. Invalid JSON makes
+  the sample a counted skip (its labels would be lost silently otherwise).
+- other members: UTF-8 text in `attributes[ext]`, `cls` as an int when it parses;
+  binary members (not UTF-8) are ignored. Later members win on a repeated attribute key.
+- a sample without a (non-mask) image is a counted skip, reason "no image".
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from datago.sources.base import RawSample
+from datago.sources.tar_stream import TarMember
+from datago.stats import Stats
+
+IMAGE_TYPES = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "gif", "tiff", "tif"})
+_JPEG = frozenset({"jpg", "jpeg"})
+
+
+def split_name(name: str) -> tuple[str, str] | None:
+    """(key, lower-case extension) of a member path, or None when it has no extension."""
+    slash = name.rfind("/") + 1
+    dot = name.find(".", slash)
+    if dot <= slash:
+        return None
+    return name[:dot], name[dot + 1 :].lower()
+
+
+class SampleGrouper:
+    """Groups the members of one shard into samples; keeps every `keep_count`-th from `keep_index`.
+
+    `add` returns the sample that the new member completes (the previous group), `flush` the
+    last one. Group numbers count every group of the shard, kept or not, so that readers of
+    the same shard split its samples disjointly.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        reference_image_type: str,
+        stats: Stats,
+        keep_index: int = 0,
+        keep_count: int = 1,
+    ) -> None:
+        self.source = source
+        reference = reference_image_type.lower()
+        self.references = _JPEG if reference in _JPEG else frozenset({reference})
+        self.stats = stats
+        self.keep_index = keep_index
+        self.keep_count = keep_count
+        self.groups = -1
+        """Number of the current group in the shard, -1 before the first."""
+        self.key: str | None = None
+        self.members: dict[str, bytes] = {}
+        self.kept = False
+
+    def add(self, member: TarMember) -> RawSample | None:
+        """Take one member; return the finished previous sample, if it is kept and valid."""
+        parts = split_name(member.name)
+        if parts is None:
+            return None
+        key, extension = parts
+        done = None
+        if key != self.key or extension in self.members:
+            done = self.flush()
+            self.key = key
+            self.groups += 1
+            self.kept = self.groups % self.keep_count == self.keep_index
+        if self.kept:
+            self.members[extension] = member.data
+        return done
+
+    def flush(self) -> RawSample | None:
+        """Finish the current group: its sample, or None when it is not kept or is skipped."""
+        key, members, kept = self.key, self.members, self.kept
+        self.key, self.members, self.kept = None, {}, False
+        if key is None or not kept:
+            return None
+        try:
+            return self._build(key, members)
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            self.stats.skip(key, f"invalid metadata: {exc}")
+            return None
+
+    def drop(self, reason: str) -> None:
+        """Discard the current group, counting it as skipped when it was kept."""
+        key, kept = self.key, self.kept
+        self.key, self.members, self.kept = None, {}, False
+        if key is not None and kept:
+            self.stats.skip(key, reason)
+
+    def truncate(self, pending: str | None, reason: str) -> RawSample | None:
+        """The stream broke inside member `pending` (None: inside a header or unknown).
+
+        Returns the current sample when `pending` starts a new key (so the current one is
+        complete); the broken sample is counted as skipped.
+        """
+        parts = split_name(pending) if pending is not None else None
+        if parts is None or parts[0] == self.key:
+            self.drop(reason)
+            return None
+        done = self.flush()
+        self.add(TarMember(pending or "", b""))
+        self.drop(reason)
+        return done
+
+    def _build(self, key: str, members: dict[str, bytes]) -> RawSample | None:
+        sample = RawSample(id=key, source=self.source, image=None)
+        attributes: dict[str, Any] = sample.attributes
+        first_image: str | None = None
+        for extension, data in members.items():
+            kind = extension.rpartition(".")[2]
+            if kind in IMAGE_TYPES:
+                if "mask" in extension:
+                    sample.masks[extension] = data
+                elif extension in self.references and sample.image is None:
+                    sample.image = data
+                else:
+                    sample.additional_images[extension] = data
+                    first_image = first_image or extension
+            elif kind == "json":
+                value = json.loads(data)
+                if extension != "json":
+                    attributes[extension] = value
+                elif isinstance(value, dict):
+                    attributes.update(value)
+                else:
+                    attributes["json"] = value
+            else:
+                _add_text(attributes, extension, data)
+        if sample.image is None:
+            if first_image is None:
+                self.stats.skip(key, "no image")
+                return None
+            sample.image = sample.additional_images.pop(first_image)
+        return sample
+
+
+def _add_text(attributes: dict[str, Any], extension: str, data: bytes) -> None:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return  # binary payloads (npy, pth, ...) are not ours to interpret
+    if extension == "cls":
+        try:
+            attributes[extension] = int(text)
+            return
+        except ValueError:
+            pass
+    attributes[extension] = text

@@ -1,0 +1,238 @@
+"""`source_type: "webdataset"`: samples streamed from tar shards, local or over HTTP(S).
+
+- `url`: a path or an http(s) URL (a `file://` prefix is allowed), or a list of them, each
+  brace-expanded (`shard-{000000..001281}.tar`, `{a,b}`). A URL without braces is one shard;
+  upstream's GCS bucket listing mode is not supported.
+- Split: parts (rank x torch worker) take every n-th shard; with fewer shards than parts,
+  parts share a shard and take every k-th sample of it (`shards.plan_part`). Upstream
+  instead makes every rank download every shard and hashes keys.
+- `random_sampling`: the shard list is shuffled (with `seed`, identically in every part
+  before the split, so parts see other shards each epoch), then this part's shards, then
+  samples pass through a shuffle buffer of `shuffle_buffer_size` samples (its memory:
+  that many encoded samples). Seed `None` means fresh entropy.
+- `concurrent_downloads` shards stream at once into a small queue; samples come in
+  completion order, so the order is deterministic only with one download at a time.
+- Nothing is buffered whole: local shards are read and parsed in the executor 4 MiB at a
+  time, HTTP bodies parsed as they arrive (`tar_stream`), members grouped per `wds_groups`.
+- Faults: HTTP retries and resumes (`HttpClient.stream`). A shard lost for good (missing,
+  HTTP error after retries, truncated or corrupt tar) is counted in `stats.source_errors`;
+  its samples read before the fault are kept, the partial one is a counted skip, and the
+  other shards go on. If every shard of this part fails, `SourceError` is raised at the end
+  so that a dead source never looks like an empty one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from datago.config import WebDatasetSourceConfig
+from datago.errors import SourceError
+from datago.sources.base import RawSample, SourceContext
+from datago.sources.http import HttpClient
+from datago.sources.shards import ShardPlan, expand_urls, plan_part
+from datago.sources.tar_stream import TarMember, TarStreamParser
+from datago.sources.wds_groups import SampleGrouper
+
+HTTP_STALL_TIMEOUT_S = 60.0
+"""A shard download fails (and is retried) when no byte arrives for this long."""
+HTTP_BACKOFF_BASE_S = 0.1
+LOCAL_CHUNK_BYTES = 4 << 20
+HTTP_CHUNK_BYTES = 1 << 20
+
+
+async def iter_webdataset(
+    config: WebDatasetSourceConfig, ctx: SourceContext
+) -> AsyncIterator[RawSample]:
+    """Yield one raw sample (encoded bytes, no decoding) per key of this part's shards."""
+    shards = expand_urls(config.url)
+    rng: random.Random | None = None
+    if config.random_sampling:
+        rng = random.Random(None if config.seed is None else f"{config.seed}:{ctx.epoch}")
+        if config.seed is not None:
+            rng.shuffle(shards)  # the same permutation in every part: the split stays exact
+    plan = plan_part(shards, ctx.workers.within_rank(config.rank, config.world_size))
+    order = list(plan.shards)
+    if rng is not None:
+        rng.shuffle(order)
+    client = None
+    if any(_is_http(url) for url in order):
+        client = HttpClient(
+            attempts=ctx.environment.max_retries,
+            max_connections=config.downloads,
+            backoff_base_s=HTTP_BACKOFF_BASE_S,
+            stall_timeout_s=HTTP_STALL_TIMEOUT_S,
+        )
+    try:
+        samples = _ShardStreamer(config, ctx, plan, client).samples(order)
+        if rng is not None:
+            samples = _shuffled(samples, config.shuffle_buffer_size, rng)
+        async with contextlib.aclosing(samples):
+            async for sample in samples:
+                yield sample
+    finally:
+        if client is not None:
+            await client.close()
+
+
+@dataclass(frozen=True, slots=True)
+class _StreamEnd:
+    error: Exception | None = None
+
+
+class _ShardStreamer:
+    """Streams shards, `config.downloads` at a time, into one bounded queue of samples."""
+
+    def __init__(
+        self,
+        config: WebDatasetSourceConfig,
+        ctx: SourceContext,
+        plan: ShardPlan,
+        client: HttpClient | None,
+    ) -> None:
+        self.config = config
+        self.ctx = ctx
+        self.plan = plan
+        self.client = client
+        self.headers = {"Authorization": f"Bearer {config.auth_token}"} if config.auth_token else {}
+        self.failures: list[str] = []
+
+    async def samples(self, shards: list[str]) -> AsyncGenerator[RawSample, None]:
+        """Every sample of `shards`; raises `SourceError` at the end if all shards failed."""
+        queue: asyncio.Queue[RawSample | _StreamEnd] = asyncio.Queue(
+            max(16, 2 * self.config.downloads)
+        )
+        pending = iter(shards)
+        streams = max(1, min(self.config.downloads, len(shards)))
+        tasks = [asyncio.create_task(self._stream(pending, queue)) for _ in range(streams)]
+        try:
+            while streams:
+                item = await queue.get()
+                if isinstance(item, RawSample):
+                    yield item
+                    continue
+                streams -= 1
+                if item.error is not None:
+                    raise item.error
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if shards and len(self.failures) == len(shards):
+            raise SourceError(
+                f"all {len(shards)} webdataset shard(s) of this part failed; "
+                f"first: {self.failures[0]}"
+            )
+
+    async def _stream(
+        self, pending: Iterator[str], queue: asyncio.Queue[RawSample | _StreamEnd]
+    ) -> None:
+        """Take shards from `pending` until none is left; end with one `_StreamEnd`."""
+        try:
+            for url in pending:
+                try:
+                    async with contextlib.aclosing(self._shard(url)) as shard:
+                        async for sample in shard:
+                            await queue.put(sample)
+                except SourceError as exc:
+                    self.failures.append(f"{url}: {exc}")
+                    self.ctx.stats.source_error(f"webdataset shard {url!r}", str(exc))
+        except Exception as exc:  # a bug, not a data fault: the consumer must see it
+            await queue.put(_StreamEnd(exc))
+            return
+        await queue.put(_StreamEnd())
+
+    async def _shard(self, url: str) -> AsyncGenerator[RawSample, None]:
+        """The samples of one shard; after a fault, the complete ones, then `SourceError`."""
+        parser = TarStreamParser()
+        grouper = SampleGrouper(
+            url,
+            self.config.reference_image_type,
+            self.ctx.stats,
+            self.plan.keep_index,
+            self.plan.keep_count,
+        )
+        batches = (
+            self._http_members(url, parser) if _is_http(url) else self._file_members(url, parser)
+        )
+        error: Exception | None = None
+        try:
+            async with contextlib.aclosing(batches):
+                async for members in batches:
+                    for member in members:
+                        if (sample := grouper.add(member)) is not None:
+                            yield sample
+            parser.finish()
+        except (SourceError, OSError) as exc:
+            error = exc
+        if error is None:
+            last = grouper.flush()
+        else:
+            last = grouper.truncate(parser.pending_name, f"shard fault: {error}")
+        if last is not None:
+            yield last
+        if isinstance(error, SourceError):
+            raise error
+        if error is not None:
+            raise SourceError(f"cannot read {url!r}: {error}") from error
+
+    async def _http_members(
+        self, url: str, parser: TarStreamParser
+    ) -> AsyncGenerator[list[TarMember], None]:
+        assert self.client is not None
+        async for chunk in self.client.stream(url, self.headers, HTTP_CHUNK_BYTES):
+            if members := parser.feed(chunk):
+                yield members
+            if parser.ended:
+                return
+
+    async def _file_members(
+        self, url: str, parser: TarStreamParser
+    ) -> AsyncGenerator[list[TarMember], None]:
+        loop = asyncio.get_running_loop()
+        path = url.removeprefix("file://")
+        file = await loop.run_in_executor(self.ctx.executor, _open, path)
+        try:
+            while (
+                members := await loop.run_in_executor(self.ctx.executor, _read, file, parser)
+            ) is not None:
+                if members:
+                    yield members
+        finally:
+            file.close()
+
+
+def _open(path: str) -> BinaryIO:
+    return open(path, "rb")
+
+
+def _read(file: BinaryIO, parser: TarStreamParser) -> list[TarMember] | None:
+    """Read and parse the next chunk in an executor thread; None at the end of the archive."""
+    chunk = b"" if parser.ended else file.read(LOCAL_CHUNK_BYTES)
+    return parser.feed(chunk) if chunk else None
+
+
+def _is_http(url: str) -> bool:
+    return url.startswith(("http://", "https://"))
+
+
+async def _shuffled(
+    samples: AsyncGenerator[RawSample, None], size: int, rng: random.Random
+) -> AsyncGenerator[RawSample, None]:
+    """Samples in a random order, holding at most `size` of them."""
+    buffer: list[RawSample] = []
+    async with contextlib.aclosing(samples):
+        async for sample in samples:
+            if len(buffer) < size:
+                buffer.append(sample)
+                continue
+            index = rng.randrange(size)
+            buffer[index], sample = sample, buffer[index]
+            yield sample
+    rng.shuffle(buffer)
+    for sample in buffer:
+        yield sample
