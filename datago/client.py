@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import random
 import threading
 import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
-from datago.config import ClientConfig
-from datago.engine import Pass, start_pass
+from datago.config import ClientConfig, FileSourceConfig, WebDatasetSourceConfig
+from datago.engine import Cursor, Pass, start_pass
 from datago.errors import ClientClosedError, DatagoError, LoaderError
 from datago.sample import Sample
-from datago.sink import END, Failed, Item
+from datago.sink import END, Delivery, Failed, Item
 from datago.sources.base import Partition
 from datago.stats import Stats
 
@@ -45,12 +47,14 @@ class DatagoClient:
             self.config = ClientConfig.from_json(config)
         else:
             self.config = ClientConfig.from_dict(config)
+        self.config = _with_seed(self.config)
         self._workers = workers or Partition()
         self._stats = Stats()
         self._lock = threading.Lock()
         self._pass: Pass | None = None
         self._finished = True  # no pass running: get_sample() starts one only if none ran yet
-        self._epoch = -1
+        self._cursor = Cursor(epoch=-1)  # where the consumer stands in the current pass
+        self._resume: Cursor | None = None  # set by load_state_dict for the next start()
         self._closed = False
         self._finalizer: weakref.finalize[[], DatagoClient] | None = None
 
@@ -64,8 +68,9 @@ class DatagoClient:
             if self._pass is not None and not self._finished:
                 return
             self._shutdown_pass()
-            self._epoch += 1
-            self._pass = start_pass(self.config, self._stats, self._epoch, self._workers)
+            self._cursor = self._resume or Cursor(epoch=self._cursor.epoch + 1)
+            self._resume = None
+            self._pass = start_pass(self.config, self._stats, self._cursor, self._workers)
             self._finished = False
             # Closes the pass when the client is garbage-collected; holds no reference to it.
             self._finalizer = weakref.finalize(self, self._pass.close)
@@ -131,14 +136,14 @@ class DatagoClient:
 
     def __iter__(self) -> Iterator[Sample]:
         """Iterate one pass; a loop started after the end begins a new pass."""
-        if self._finished:
+        if self._finished or self._pass is None:
             self.start()
         while (sample := self.get_sample()) is not None:
             yield sample
 
     async def __aiter__(self) -> AsyncIterator[Sample]:
         """`async for sample in client`: one pass, as `__iter__`."""
-        if self._finished:
+        if self._finished or self._pass is None:
             self.start()
         while (sample := await self.aget_sample()) is not None:
             yield sample
@@ -155,10 +160,41 @@ class DatagoClient:
             self.start()
         return None if self._finished else self._pass
 
+    # -- resuming --------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, int]:
+        """Where the consumer stands, as plain ints (JSON-ready).
+
+        `load_state_dict` on a client with the same config (in this process or another)
+        continues with exactly the samples not delivered yet. The order is reproducible
+        because the shuffle seed is part of the state.
+        """
+        with self._lock:
+            cursor = self._cursor
+            if self._finished and self._pass is not None:
+                cursor = Cursor(epoch=cursor.epoch + 1)  # the next start() begins a new pass
+            return {
+                "epoch": max(cursor.epoch, 0),
+                "position": cursor.position,
+                "delivered": cursor.delivered,
+                "seed": _seed_of(self.config),
+            }
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        """Stop any pass; the next `start()`, `get_sample()` or loop resumes at `state`."""
+        if state.get("seed", _seed_of(self.config)) != _seed_of(self.config):
+            self.config = _with_seed(self.config, state["seed"])
+        with self._lock:
+            self._shutdown_pass()
+            self._pass = None
+            self._resume = Cursor(state["epoch"], state["position"], state["delivered"])
+
     def _unwrap(self, item: Item) -> Sample | None:
-        if isinstance(item, Sample):
+        if isinstance(item, Delivery):
             self._stats.delivered()
-            return item
+            cursor = self._cursor
+            self._cursor = Cursor(cursor.epoch, item.resume_at, cursor.delivered + 1)
+            return item.sample
         self._finished = True
         if isinstance(item, Failed):
             error = item.error
@@ -167,3 +203,18 @@ class DatagoClient:
             raise LoaderError(f"the datago loader failed: {error!r}") from error
         assert item is END
         return None
+
+
+def _seed_of(config: ClientConfig) -> int:
+    return getattr(config.source_config, "seed", None) or 0
+
+
+def _with_seed(config: ClientConfig, seed: int | None = None) -> ClientConfig:
+    """Give a shuffling source a concrete seed, so its order can be replayed on resume."""
+    source = config.source_config
+    if not isinstance(source, FileSourceConfig | WebDatasetSourceConfig) or (
+        source.seed is not None and seed is None
+    ):
+        return config
+    seed = seed if seed is not None else random.getrandbits(63)
+    return dataclasses.replace(config, source_config=dataclasses.replace(source, seed=seed))

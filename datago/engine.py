@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datago.builder import build_chunk
 from datago.config import ClientConfig, Environment
 from datago.imaging.process import ImageProcessor
-from datago.sink import END, Failed, Sink
+from datago.sink import END, Delivery, Failed, Sink
 from datago.sources import open_source
 from datago.sources.base import Partition, RawSample, SampleStream, SourceContext
 from datago.stats import Stats
@@ -35,8 +35,20 @@ _live_passes: weakref.WeakSet[Pass] = weakref.WeakSet()
 
 
 @dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where a pass starts: its number, source samples already consumed, samples delivered."""
+
+    epoch: int = 0
+    position: int = 0
+    delivered: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class _SourceEnd:
     error: BaseException | None = None
+
+
+_Numbered = tuple[int, RawSample]  # a raw sample and its position in the source stream
 
 
 class Pass:
@@ -47,13 +59,13 @@ class Pass:
         config: ClientConfig,
         environment: Environment,
         stats: Stats,
-        epoch: int,
+        cursor: Cursor,
         workers: Partition,
     ) -> None:
         self.config = config
         self.environment = environment
         self.stats = stats
-        self.epoch = epoch
+        self.cursor = cursor
         self.workers = workers
         self.loop = asyncio.new_event_loop()
         self.sink = Sink(self.loop, config.samples_buffer_size)
@@ -112,13 +124,14 @@ class Pass:
             environment=self.environment,
             executor=executor,
             stats=self.stats,
-            epoch=self.epoch,
+            epoch=self.cursor.epoch,
             workers=self.workers,
         )
-        raws: asyncio.Queue[RawSample | _SourceEnd] = asyncio.Queue(
+        raws: asyncio.Queue[_Numbered | _SourceEnd] = asyncio.Queue(
             self.config.prefetch_buffer_size
         )
-        feeder = asyncio.create_task(_feed(open_source(self.config, context), raws))
+        stream = open_source(self.config, context)
+        feeder = asyncio.create_task(_feed(stream, raws, skip=self.cursor.position))
         try:
             await _Dispatcher(self, executor, processor).run(raws)
         finally:
@@ -127,13 +140,19 @@ class Pass:
                 await feeder
 
 
-async def _feed(stream: SampleStream, raws: asyncio.Queue[RawSample | _SourceEnd]) -> None:
-    """Move the source's samples into the bounded queue; its end or failure goes in-band."""
+async def _feed(
+    stream: SampleStream, raws: asyncio.Queue[_Numbered | _SourceEnd], skip: int
+) -> None:
+    """Number the source's samples into the bounded queue, after skipping the first `skip`
+    (a resumed pass); the source's end or failure goes in-band."""
     end = _SourceEnd()
+    position = 0
     try:
         async with contextlib.aclosing(stream):  # type: ignore[type-var]
             async for raw in stream:
-                await raws.put(raw)
+                if position >= skip:
+                    await raws.put((position, raw))
+                position += 1
     except asyncio.CancelledError:
         raise
     except Exception as exc:
@@ -150,7 +169,8 @@ class _Dispatcher:
         self.owner = owner
         self.executor = executor
         self.processor = processor
-        self.limit = owner.config.limit if owner.config.limit is not None else float("inf")
+        limit = owner.config.limit
+        self.limit = limit - owner.cursor.delivered if limit is not None else float("inf")
         self.accepted = 0
         self.reserved = 0  # samples dispatched but not yet delivered or dropped
         # Chunks in flight: enough that a slow chunk does not leave the executor idle while
@@ -160,7 +180,7 @@ class _Dispatcher:
         self.previous = asyncio.Event()
         self.previous.set()
 
-    async def run(self, raws: asyncio.Queue[RawSample | _SourceEnd]) -> None:
+    async def run(self, raws: asyncio.Queue[_Numbered | _SourceEnd]) -> None:
         try:
             await self._dispatch(raws)
         finally:
@@ -168,7 +188,7 @@ class _Dispatcher:
                 task.cancel()
             await asyncio.gather(*self.tasks, return_exceptions=True)
 
-    async def _dispatch(self, raws: asyncio.Queue[RawSample | _SourceEnd]) -> None:
+    async def _dispatch(self, raws: asyncio.Queue[_Numbered | _SourceEnd]) -> None:
         end: _SourceEnd | None = None
         while end is None:
             await self.window.acquire()
@@ -194,32 +214,32 @@ class _Dispatcher:
             raise end.error
 
     async def _deliver(
-        self, chunk: list[RawSample], turn: asyncio.Event, delivered: asyncio.Event
+        self, chunk: list[_Numbered], turn: asyncio.Event, delivered: asyncio.Event
     ) -> None:
         """Build a chunk in the executor, then hand it over once the chunk before it is."""
         loop = asyncio.get_running_loop()
         stats = self.owner.stats
         try:
             built, times = await loop.run_in_executor(
-                self.executor, build_chunk, chunk, self.processor, stats
+                self.executor, build_chunk, [raw for _, raw in chunk], self.processor, stats
             )
         finally:
             self.window.release()
         stats.add(times)
         await turn.wait()
-        for sample in built:
+        for (position, _), sample in zip(chunk, built, strict=True):
             if sample is not None and self.accepted < self.limit:
-                await self.owner.sink.put(sample)
+                await self.owner.sink.put(Delivery(sample, position + 1))
                 self.accepted += 1
             self.reserved -= 1
         delivered.set()
 
 
 async def _take_chunk(
-    raws: asyncio.Queue[RawSample | _SourceEnd], budget: int
-) -> tuple[list[RawSample], _SourceEnd | None]:
+    raws: asyncio.Queue[_Numbered | _SourceEnd], budget: int
+) -> tuple[list[_Numbered], _SourceEnd | None]:
     """Wait for one raw sample, then take what else is ready, up to `budget`."""
-    chunk: list[RawSample] = []
+    chunk: list[_Numbered] = []
     item = await raws.get()
     while True:
         if isinstance(item, _SourceEnd):
@@ -237,7 +257,7 @@ def _close_live_passes() -> None:
         run.close(timeout=1.0)
 
 
-def start_pass(config: ClientConfig, stats: Stats, epoch: int, workers: Partition) -> Pass:
-    """Start a pass in the background; the environment is read now."""
+def start_pass(config: ClientConfig, stats: Stats, cursor: Cursor, workers: Partition) -> Pass:
+    """Start a pass in the background at `cursor`; the environment is read now."""
     stats.started_at = stats.started_at or time.perf_counter()
-    return Pass(config, Environment.from_env(), stats, epoch, workers)
+    return Pass(config, Environment.from_env(), stats, cursor, workers)

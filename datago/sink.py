@@ -17,6 +17,14 @@ from typing import Any
 from datago.sample import Sample
 
 
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A sample and the source position right after it (where a resumed pass starts)."""
+
+    sample: Sample
+    resume_at: int
+
+
 class _End:
     """End of the pass: every sample has been handed out."""
 
@@ -31,7 +39,7 @@ class Failed:
     error: BaseException
 
 
-Item = Sample | _End | Failed
+Item = Delivery | _End | Failed
 
 
 class Sink:
@@ -44,10 +52,10 @@ class Sink:
         self._lock = threading.Lock()
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
-    async def put(self, sample: Sample) -> None:
+    async def put(self, delivery: Delivery) -> None:
         """Hand one sample over, waiting for room (runs on the producer loop)."""
         await self._credits.acquire()
-        self._push(sample)
+        self._push(delivery)
 
     def finish(self, item: _End | Failed) -> None:
         """Put the final marker; it takes no credit, so it never blocks. Any thread."""
@@ -87,7 +95,7 @@ class Sink:
             await future
 
     def _taken(self, item: Item) -> Item:
-        if isinstance(item, Sample):
+        if isinstance(item, Delivery):
             self._give_credit_back()
         else:
             self._items.put(item)  # every other consumer sees the end marker too
