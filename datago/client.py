@@ -47,8 +47,13 @@ class DatagoClient:
             self.config = ClientConfig.from_json(config)
         else:
             self.config = ClientConfig.from_dict(config)
-        self.config = _with_seed(self.config)
         self._workers = workers or Partition()
+        if (
+            self._workers.within_rank(0, getattr(self.config.source_config, "world_size", 1)).count
+            == 1
+        ):
+            # A single reader may pick its own seed; parts of a split must share the user's.
+            self.config = _with_seed(self.config)
         self._stats = Stats()
         self._lock = threading.Lock()
         self._pass: Pass | None = None
@@ -162,7 +167,7 @@ class DatagoClient:
 
     # -- resuming --------------------------------------------------------------------------
 
-    def state_dict(self) -> dict[str, int]:
+    def state_dict(self) -> dict[str, int | None]:
         """Where the consumer stands, as plain ints (JSON-ready).
 
         `load_state_dict` on a client with the same config (in this process or another)
@@ -180,14 +185,16 @@ class DatagoClient:
                 "seed": _seed_of(self.config),
             }
 
-    def load_state_dict(self, state: Mapping[str, int]) -> None:
+    def load_state_dict(self, state: Mapping[str, int | None]) -> None:
         """Stop any pass; the next `start()`, `get_sample()` or loop resumes at `state`."""
-        if state.get("seed", _seed_of(self.config)) != _seed_of(self.config):
-            self.config = _with_seed(self.config, state["seed"])
+        seed = state.get("seed")
+        if seed is not None and seed != _seed_of(self.config):
+            self.config = _with_seed(self.config, seed)
+        epoch, position, delivered = (int(state[key] or 0) for key in _CURSOR_KEYS)
         with self._lock:
             self._shutdown_pass()
             self._pass = None
-            self._resume = Cursor(state["epoch"], state["position"], state["delivered"])
+            self._resume = Cursor(epoch, position, delivered)
 
     def _unwrap(self, item: Item) -> Sample | None:
         if isinstance(item, Delivery):
@@ -205,8 +212,11 @@ class DatagoClient:
         return None
 
 
-def _seed_of(config: ClientConfig) -> int:
-    return getattr(config.source_config, "seed", None) or 0
+_CURSOR_KEYS = ("epoch", "position", "delivered")
+
+
+def _seed_of(config: ClientConfig) -> int | None:
+    return getattr(config.source_config, "seed", None)
 
 
 def _with_seed(config: ClientConfig, seed: int | None = None) -> ClientConfig:
