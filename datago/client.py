@@ -48,10 +48,7 @@ class DatagoClient:
         else:
             self.config = ClientConfig.from_dict(config)
         self._workers = workers or Partition()
-        if (
-            self._workers.within_rank(0, getattr(self.config.source_config, "world_size", 1)).count
-            == 1
-        ):
+        if self._workers.count == 1 and self.config.source_config.world_size <= 1:
             # A single reader may pick its own seed; parts of a split must share the user's.
             self.config = _with_seed(self.config)
         self._stats = Stats()
