@@ -1,0 +1,286 @@
+"""The webdataset source on local tar shards: grouping, coverage, splits, shuffle, faults."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import tarfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from datago.config import Environment, WebDatasetSourceConfig
+from datago.errors import SourceError
+from datago.sources.base import Partition, RawSample, SourceContext
+from datago.sources.webdataset import iter_webdataset
+from datago.stats import Stats
+from tests.conftest import encode, photo
+
+Members = dict[str, bytes]
+
+
+def jpeg(seed: int) -> bytes:
+    return encode(photo(24, 16, seed=seed), "JPEG", quality=90)
+
+
+def png(seed: int) -> bytes:
+    return encode(photo(20, 12, seed=seed), "PNG")
+
+
+def sample_members(index: int) -> Members:
+    """A typical webdataset sample: a JPEG, JSON metadata, a caption and a class."""
+    return {
+        "jpg": jpeg(index),
+        "json": json.dumps({"index": index, "tags": ["a", "b"]}).encode(),
+        "txt": f"caption {index}".encode(),
+        "cls": str(index % 7).encode(),
+    }
+
+
+def write_tar(
+    path: Path, samples: list[tuple[str, Members]], tar_format: int = tarfile.USTAR_FORMAT
+) -> Path:
+    """A shard with members `<key>.<ext>` in the given order."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w", format=tar_format) as tar:
+        for key, members in samples:
+            for extension, data in members.items():
+                info = tarfile.TarInfo(f"{key}.{extension}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def write_shards(folder: Path, shards: int, per_shard: int) -> tuple[str, list[str]]:
+    """`shards` shards `shard-000.tar`...; returns the brace pattern and every key in order."""
+    keys = []
+    for shard in range(shards):
+        samples = []
+        for i in range(per_shard):
+            index = shard * per_shard + i
+            key = f"s{index:04d}"
+            samples.append((key, sample_members(index)))
+            keys.append(key)
+        write_tar(folder / f"shard-{shard:03d}.tar", samples)
+    return str(folder / f"shard-{{000..{shards - 1:03d}}}.tar"), keys
+
+
+def config(url: str | list[str], **options: Any) -> WebDatasetSourceConfig:
+    settings: dict[str, Any] = {"concurrent_downloads": 1, **options}
+    return WebDatasetSourceConfig(url=url, **settings)
+
+
+async def collect(
+    source: WebDatasetSourceConfig,
+    workers: Partition | None = None,
+    epoch: int = 0,
+    retries: int = 3,
+) -> tuple[list[RawSample], Stats]:
+    """Every sample the source yields (bounded in time), and the stats it left."""
+    stats = Stats()
+    with ThreadPoolExecutor(2) as executor:
+        ctx = SourceContext(
+            environment=Environment(max_retries=retries),
+            executor=executor,
+            stats=stats,
+            epoch=epoch,
+            workers=workers or Partition(),
+        )
+        async with asyncio.timeout(30):
+            samples = [sample async for sample in iter_webdataset(source, ctx)]
+    return samples, stats
+
+
+async def test_every_sample_once_in_shard_order_with_its_members(tmp_path: Path) -> None:
+    pattern, keys = write_shards(tmp_path, 3, 5)
+    samples, stats = await collect(config(pattern))
+    assert [s.id for s in samples] == keys
+    for index, sample in enumerate(samples):
+        members = sample_members(index)
+        assert sample.image == members["jpg"]
+        assert sample.source == str(tmp_path / f"shard-{index // 5:03d}.tar")
+        assert sample.attributes == {
+            "index": index,
+            "tags": ["a", "b"],
+            "txt": f"caption {index}",
+            "cls": index % 7,
+        }
+        assert sample.masks == {} and sample.additional_images == {}
+        assert sample.duplicate_state == 0
+    assert (stats.skipped, stats.source_errors) == (0, 0)
+
+
+async def test_url_list_and_file_scheme(tmp_path: Path) -> None:
+    _, keys = write_shards(tmp_path, 4, 2)
+    urls = [str(tmp_path / "shard-{000,001}.tar"), f"file://{tmp_path}/shard-{{002..003}}.tar"]
+    samples, _ = await collect(config(urls))
+    assert [s.id for s in samples] == keys
+
+
+async def test_concurrent_downloads_deliver_everything_once(tmp_path: Path) -> None:
+    pattern, keys = write_shards(tmp_path, 7, 6)
+    samples, _ = await collect(config(pattern, concurrent_downloads=3))
+    assert sorted(s.id for s in samples) == keys
+
+
+async def test_grouping_rules_images_masks_and_keys(tmp_path: Path) -> None:
+    shard = write_tar(
+        tmp_path / "mixed.tar",
+        [
+            ("dir/s0007", {"png": png(1), "JPG": jpeg(7), "seg.png": png(2), "mask.png": png(3)}),
+            ("s0008", {"seg.png": png(4), "webp": b"webp bytes", "txt": "é".encode()}),
+            ("s0009", {"mask.png": png(5), "cls": b"3"}),  # a mask alone is no image
+            ("s0010", {"jpeg": jpeg(10), "extra.json": b'["x"]', "cls": b"not a number"}),
+            ("s0011", {"jpg": jpeg(11), "npy": b"\x93NUMPY\xff\xfe", "json": b"[1, 2]"}),
+        ],
+    )
+    samples, stats = await collect(config(str(shard)))
+    by_id = {s.id: s for s in samples}
+    assert list(by_id) == ["dir/s0007", "s0008", "s0010", "s0011"]
+    first = by_id["dir/s0007"]
+    assert first.image == jpeg(7)  # `.JPG` is the reference jpg: extensions are case-insensitive
+    assert first.additional_images == {"png": png(1), "seg.png": png(2)}
+    assert first.masks == {"mask.png": png(3)}
+    second = by_id["s0008"]  # no reference image: the first image in tar order is the main one
+    assert second.image == png(4)
+    assert second.additional_images == {"webp": b"webp bytes"}
+    assert second.attributes == {"txt": "é"}
+    assert by_id["s0010"].image == jpeg(10)  # jpeg stands for jpg
+    assert by_id["s0010"].attributes == {"extra.json": ["x"], "cls": "not a number"}
+    assert by_id["s0011"].attributes == {"json": [1, 2]}  # binary npy ignored
+    assert stats.skipped == 1
+    assert stats.skip_reasons == {"no image": 1}
+
+
+async def test_reference_image_type_picks_the_main_image(tmp_path: Path) -> None:
+    shard = write_tar(tmp_path / "a.tar", [("k", {"jpg": jpeg(1), "png": png(2)})])
+    samples, _ = await collect(config(str(shard), reference_image_type="PNG"))
+    assert samples[0].image == png(2)
+    assert samples[0].additional_images == {"jpg": jpeg(1)}
+
+
+async def test_repeated_extension_starts_a_new_sample(tmp_path: Path) -> None:
+    shard = tmp_path / "dup.tar"
+    with tarfile.open(shard, "w") as tar:
+        for name, data in [
+            ("k.jpg", jpeg(1)),
+            ("k.jpg", jpeg(2)),
+            ("nodot", b"x"),
+            ("k.txt", b"t"),
+        ]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    samples, _ = await collect(config(str(shard)))
+    assert [(s.id, s.image, s.attributes) for s in samples] == [
+        ("k", jpeg(1), {}),
+        ("k", jpeg(2), {"txt": "t"}),
+    ]
+
+
+async def test_invalid_json_is_a_counted_skip(tmp_path: Path) -> None:
+    shard = write_tar(
+        tmp_path / "j.tar",
+        [("a", {"jpg": jpeg(1), "json": b"{broken"}), ("b", {"jpg": jpeg(2), "json": b"{}"})],
+    )
+    samples, stats = await collect(config(str(shard)))
+    assert [s.id for s in samples] == ["b"]
+    assert stats.skipped == 1
+    assert list(stats.skip_reasons) == ["invalid metadata"]
+
+
+async def test_long_names_in_gnu_and_pax_shards(tmp_path: Path) -> None:
+    key = "a-long-directory-name/" * 6 + "sample"
+    for tar_format in (tarfile.GNU_FORMAT, tarfile.PAX_FORMAT):
+        shard = write_tar(tmp_path / f"{tar_format}.tar", [(key, sample_members(0))], tar_format)
+        samples, _ = await collect(config(str(shard)))
+        assert [s.id for s in samples] == [key]
+        assert samples[0].image == jpeg(0)
+
+
+@pytest.mark.parametrize(("world_size", "workers"), [(1, 1), (2, 1), (3, 2), (2, 4), (4, 3)])
+async def test_rank_by_worker_parts_are_disjoint_and_complete(
+    tmp_path: Path, world_size: int, workers: int
+) -> None:
+    pattern, keys = write_shards(tmp_path, 5, 4)  # (4, 3) and (2, 4): fewer shards than parts
+    seen: list[str] = []
+    for rank in range(world_size):
+        for worker in range(workers):
+            source = config(pattern, rank=rank, world_size=world_size)
+            samples, _ = await collect(source, Partition(worker, workers))
+            assert samples, (rank, worker)
+            seen += [s.id for s in samples]
+    assert sorted(seen) == keys  # sorted equality: no duplicate, none missing
+
+
+async def test_fewer_shards_than_parts_each_part_gets_a_share(tmp_path: Path) -> None:
+    pattern, keys = write_shards(tmp_path, 1, 10)
+    parts = []
+    for rank in range(3):
+        samples, stats = await collect(config(pattern, rank=rank, world_size=3))
+        parts.append([s.id for s in samples])
+        assert stats.skipped == 0
+    assert parts == [keys[0::3], keys[1::3], keys[2::3]]
+
+
+async def test_seeded_shuffle_is_reproducible_and_complete(tmp_path: Path) -> None:
+    pattern, keys = write_shards(tmp_path, 6, 8)
+
+    async def order(seed: int | None, epoch: int = 0) -> list[str]:
+        source = config(pattern, random_sampling=True, seed=seed, shuffle_buffer_size=10)
+        samples, _ = await collect(source, epoch=epoch)
+        return [s.id for s in samples]
+
+    first = await order(7)
+    assert sorted(first) == keys and first != keys
+    assert await order(7) == first
+    assert await order(8) != first
+    assert await order(7, epoch=1) != first
+    assert sorted(await order(None)) == keys
+
+
+async def test_seeded_shuffle_keeps_parts_disjoint(tmp_path: Path) -> None:
+    pattern, keys = write_shards(tmp_path, 6, 3)
+    seen: list[str] = []
+    for rank in range(4):
+        source = config(pattern, random_sampling=True, seed=3, rank=rank, world_size=4)
+        samples, _ = await collect(source)
+        seen += [s.id for s in samples]
+    assert sorted(seen) == keys
+
+
+@pytest.mark.parametrize("cut", ["inside_member", "inside_header"])
+async def test_truncated_shard_keeps_complete_samples(tmp_path: Path, cut: str) -> None:
+    pattern, keys = write_shards(tmp_path, 2, 6)
+    shard = tmp_path / "shard-000.tar"
+    data = shard.read_bytes()
+    with tarfile.open(shard) as tar:
+        members = tar.getmembers()
+    fourth = next(m for m in members if m.name == "s0003.jpg")
+    end = fourth.offset_data + 100 if cut == "inside_member" else fourth.offset + 100
+    shard.write_bytes(data[:end])
+    samples, stats = await collect(config(pattern))
+    # Cut inside s0003's first header, nothing says s0002 was complete: it is the one dropped.
+    partial = "s0003" if cut == "inside_member" else "s0002"
+    assert [s.id for s in samples] == [k for k in keys[:3] if k != partial] + keys[6:]
+    assert stats.source_errors == 1
+    assert stats.skipped == 1
+    assert stats.skip_reasons == {"shard fault": 1}
+
+
+async def test_missing_shard_is_counted_and_the_others_go_on(tmp_path: Path) -> None:
+    pattern, keys = write_shards(tmp_path, 3, 2)
+    (tmp_path / "shard-001.tar").unlink()
+    samples, stats = await collect(config(pattern))
+    assert [s.id for s in samples] == keys[:2] + keys[4:]
+    assert stats.source_errors == 1
+
+
+async def test_all_shards_failing_raises_source_error(tmp_path: Path) -> None:
+    (tmp_path / "bad.tar").write_bytes(b"<html>error page</html>" * 100)
+    source = config([str(tmp_path / "missing-{0..2}.tar"), str(tmp_path / "bad.tar")])
+    with pytest.raises(SourceError, match="all 4 webdataset shard"):
+        await collect(source)
