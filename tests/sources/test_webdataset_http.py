@@ -1,0 +1,202 @@
+"""The webdataset source over HTTP: a real aiohttp server on 127.0.0.1 with injected faults."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from datago.errors import SourceError
+from datago.sources import webdataset
+from tests.sources.test_webdataset import collect, config, write_shards
+
+
+@dataclass
+class ShardServer:
+    """Serves `files` with Range support, after the faults it is told to inject."""
+
+    files: dict[str, bytes]
+    ranges: bool = True
+    faulty: set[str] | None = None
+    """Paths the faults apply to; None: all."""
+    status: int | None = None
+    """Answer every faulty request with this status."""
+    fail_first: int = 0
+    """Answer the first N requests of each faulty path with 500."""
+    cut_at: int | None = None
+    """Drop the connection after this many body bytes, once per faulty path."""
+    stall_at: int | None = None
+    """Stop sending for a second after this many body bytes, once per faulty path."""
+    requests: list[tuple[str, str | None, str | None]] = field(default_factory=list)
+    """(path, Range, Authorization) of every request."""
+    broken: set[str] = field(default_factory=set)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        self.requests.append(
+            (name, request.headers.get("Range"), request.headers.get("Authorization"))
+        )
+        faulty = self.faulty is None or name in self.faulty
+        attempt = sum(1 for path, _, _ in self.requests if path == name)
+        if faulty and self.status is not None:
+            return web.Response(status=self.status)
+        if faulty and attempt <= self.fail_first:
+            return web.Response(status=500)
+        if name not in self.files:
+            return web.Response(status=404)
+        data = self.files[name]
+        start, status, headers = 0, 200, {"Accept-Ranges": "bytes"}
+        asked = request.headers.get("Range")
+        if asked and self.ranges:
+            start, status = int(asked.removeprefix("bytes=").rstrip("-")), 206
+            headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+        body = data[start:]
+        response = web.StreamResponse(status=status, headers=headers)
+        response.content_length = len(body)
+        await response.prepare(request)
+        first_time = faulty and name not in self.broken
+        if first_time and self.cut_at is not None:
+            self.broken.add(name)
+            await response.write(body[: self.cut_at])
+            assert request.transport is not None
+            request.transport.close()
+            return response
+        if first_time and self.stall_at is not None:
+            self.broken.add(name)
+            await response.write(body[: self.stall_at])
+            await asyncio.sleep(1.0)
+            return response
+        await response.write(body)
+        await response.write_eof()
+        return response
+
+
+@contextlib.asynccontextmanager
+async def serving(shards: ShardServer) -> AsyncIterator[str]:
+    """The server's base URL while it runs."""
+    app = web.Application()
+    app.router.add_get("/{name}", shards.handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield str(server.make_url("/"))
+    finally:
+        await server.close()
+
+
+@pytest.fixture(autouse=True)
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(webdataset, "HTTP_BACKOFF_BASE_S", 0.01)
+    monkeypatch.setattr(webdataset, "HTTP_STALL_TIMEOUT_S", 0.3)
+
+
+def shard_files(tmp_path: Path, shards: int, per_shard: int) -> tuple[dict[str, bytes], list[str]]:
+    _, keys = write_shards(tmp_path, shards, per_shard)
+    files = {p.name: p.read_bytes() for p in sorted(tmp_path.glob("shard-*.tar"))}
+    return files, keys
+
+
+def per_path(server: ShardServer) -> Counter[str]:
+    return Counter(path for path, _, _ in server.requests)
+
+
+async def test_every_sample_once_over_http_with_the_token(tmp_path: Path) -> None:
+    files, keys = shard_files(tmp_path, 4, 5)
+    server = ShardServer(files)
+    async with serving(server) as base:
+        source = config(base + "shard-{000..003}.tar", concurrent_downloads=2, auth_token="tok")
+        samples, stats = await collect(source)
+    assert sorted(s.id for s in samples) == keys
+    by_id = {s.id: s for s in samples}
+    assert by_id["s0007"].source == base + "shard-001.tar"
+    assert by_id["s0007"].attributes["txt"] == "caption 7"
+    assert {auth for _, _, auth in server.requests} == {"Bearer tok"}
+    assert per_path(server) == dict.fromkeys(files, 1)
+    assert (stats.skipped, stats.source_errors) == (0, 0)
+
+
+async def test_server_errors_are_retried(tmp_path: Path) -> None:
+    files, keys = shard_files(tmp_path, 3, 4)
+    server = ShardServer(files, fail_first=2)
+    async with serving(server) as base:
+        samples, stats = await collect(config(base + "shard-{000..002}.tar"), retries=3)
+    assert [s.id for s in samples] == keys
+    assert per_path(server) == dict.fromkeys(files, 3)
+    assert stats.source_errors == 0
+
+
+async def test_shard_failing_after_retries_is_lost_and_the_rest_goes_on(tmp_path: Path) -> None:
+    files, keys = shard_files(tmp_path, 3, 4)
+    server = ShardServer(files, faulty={"shard-001.tar"}, status=503)
+    async with serving(server) as base:
+        samples, stats = await collect(config(base + "shard-{000..002}.tar"), retries=2)
+    assert [s.id for s in samples] == keys[:4] + keys[8:]
+    assert per_path(server)["shard-001.tar"] == 2
+    assert stats.source_errors == 1
+
+
+async def test_not_found_is_not_retried_and_all_lost_raises(tmp_path: Path) -> None:
+    server = ShardServer({})
+    async with serving(server) as base:
+        with pytest.raises(SourceError, match="HTTP 404"):
+            await collect(config(base + "shard-{000..001}.tar"), retries=3)
+    assert per_path(server) == {"shard-000.tar": 1, "shard-001.tar": 1}
+
+
+@pytest.mark.parametrize("ranges", [True, False])
+async def test_connection_cut_mid_shard_resumes_without_duplicates(
+    tmp_path: Path, ranges: bool
+) -> None:
+    files, keys = shard_files(tmp_path, 2, 8)
+    cut = len(files["shard-000.tar"]) // 2 + 77
+    server = ShardServer(files, ranges=ranges, cut_at=cut)
+    async with serving(server) as base:
+        samples, stats = await collect(config(base + "shard-{000..001}.tar"))
+    assert [s.id for s in samples] == keys
+    assert [s.image for s in samples[:3]] == [
+        s.image for s in (await collect(config(str(tmp_path / "shard-000.tar"))))[0][:3]
+    ]
+    assert per_path(server) == dict.fromkeys(files, 2)
+    resumed = [asked for path, asked, _ in server.requests if asked]
+    assert resumed == [f"bytes={cut}-"] * 2
+    assert (stats.skipped, stats.source_errors) == (0, 0)
+
+
+async def test_stalled_download_times_out_and_resumes(tmp_path: Path) -> None:
+    files, keys = shard_files(tmp_path, 2, 6)
+    server = ShardServer(files, faulty={"shard-001.tar"}, stall_at=3000)
+    async with serving(server) as base:
+        samples, stats = await collect(config(base + "shard-{000..001}.tar"))
+    assert [s.id for s in samples] == keys
+    assert per_path(server) == {"shard-000.tar": 1, "shard-001.tar": 2}
+    assert stats.source_errors == 0
+
+
+async def test_truncated_tar_over_http_keeps_complete_samples(tmp_path: Path) -> None:
+    files, keys = shard_files(tmp_path, 2, 6)
+    files["shard-000.tar"] = files["shard-000.tar"][:-3000]  # the server sends a short tar
+    server = ShardServer(files)
+    async with serving(server) as base:
+        samples, stats = await collect(config(base + "shard-{000..001}.tar"))
+    ids = [s.id for s in samples]
+    assert ids == keys[: len(ids) - 6] + keys[6:]
+    assert 0 < len(ids) - 6 < 6
+    assert stats.source_errors == 1
+    assert stats.skipped == 1
+
+
+async def test_cut_with_no_attempt_left_loses_the_shard(tmp_path: Path) -> None:
+    files, keys = shard_files(tmp_path, 2, 3)
+    server = ShardServer(files, faulty={"shard-000.tar"}, cut_at=0)
+    async with serving(server) as base:
+        source = config(base + "shard-{000..001}.tar")
+        samples, stats = await collect(source, retries=1)
+    assert [s.id for s in samples] == keys[3:]
+    assert stats.source_errors == 1
