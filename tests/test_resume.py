@@ -12,7 +12,7 @@ from tests.conftest import file_config, write_images
 
 
 def ids_of(client: DatagoClient, count: int | None = None) -> list[str]:
-    ids = []
+    ids: list[str] = []
     while count is None or len(ids) < count:
         sample = client.get_sample()
         if sample is None:
