@@ -1,0 +1,67 @@
+"""End to end: `DatagoClient` on webdataset shards, local and over loopback HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from datago import DatagoClient
+from tests.sources.test_webdataset import png, sample_members, write_shards, write_tar
+from tests.sources.test_webdataset_http import ShardServer, serving, shard_files
+
+
+def pixels(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def test_client_decodes_local_shards_with_a_limit(tmp_path: Path) -> None:
+    pattern, keys = write_shards(tmp_path, 3, 4)
+    config = {
+        "source_type": "webdataset",
+        "source_config": {"url": pattern, "concurrent_downloads": 1},
+        "limit": 10,
+    }
+    with DatagoClient(config) as client:
+        samples = list(client)
+    assert [s.id for s in samples] == keys[:10]
+    for index, sample in enumerate(samples):
+        expected = pixels(sample_members(index)["jpg"])
+        np.testing.assert_array_equal(sample.image.to_numpy(), expected)
+        assert sample.attributes["cls"] == index % 7
+        assert sample.attributes["index"] == index
+
+
+def test_client_masks_and_extra_images_share_the_bucket(tmp_path: Path) -> None:
+    members = {"png": png(1), "seg.png": png(2), "mask.png": png(3)}
+    write_tar(tmp_path / "m.tar", [("k", members)])
+    config = {
+        "source_type": "webdataset",
+        "source_config": {"url": str(tmp_path / "m.tar"), "reference_image_type": "png"},
+    }
+    with DatagoClient(config) as client:
+        (sample,) = list(client)
+    np.testing.assert_array_equal(sample.image.to_numpy(), pixels(png(1)))
+    np.testing.assert_array_equal(sample.additional_images["seg.png"].to_numpy(), pixels(png(2)))
+    assert set(sample.masks) == {"mask.png"}
+
+
+async def test_client_over_http(tmp_path: Path) -> None:
+    files, keys = shard_files(tmp_path, 4, 3)
+    async with serving(ShardServer(files)) as base:
+        config = {
+            "source_type": "webdataset",
+            "source_config": {"url": base + "shard-{000..003}.tar"},
+        }
+
+        def consume() -> list[str]:
+            with DatagoClient(config) as client:
+                return [sample.id for sample in client]
+
+        # The sync client blocks: it runs in a thread while this loop serves the shards.
+        ids = await asyncio.wait_for(asyncio.to_thread(consume), 30)
+    assert sorted(ids) == keys
