@@ -1,0 +1,113 @@
+"""Bad files are counted, logged skips; the stream goes on and the limit counts good ones."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from datago import DatagoClient
+from tests.conftest import encode, file_config, photo, write_images
+
+
+def write_bad_files(folder: Path) -> dict[str, str]:
+    """Bad files by name, with the skip reason kind each must produce."""
+    good_jpeg = encode(photo(64, 48), "JPEG", quality=90)
+    good_png = encode(photo(64, 48), "PNG")
+    bad = {
+        "zero.jpg": b"",
+        "text.png": b"just some text, not a picture",
+        "truncated.jpg": good_jpeg[: len(good_jpeg) // 2],
+        "truncated.png": good_png[: len(good_png) // 2],
+        "header_only.jpg": good_jpeg[:200],
+        "corrupt_body.png": good_png[:60] + bytes(200) + good_png[260:],
+    }
+    for name, data in bad.items():
+        (folder / name).write_bytes(data)
+    return dict.fromkeys(bad, "DecodeError")
+
+
+def test_bad_files_are_skipped_counted_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = write_images(tmp_path, 6)
+    bad = write_bad_files(tmp_path)
+    with (
+        caplog.at_level(logging.WARNING, logger="datago"),
+        DatagoClient(file_config(tmp_path)) as client,
+    ):
+        delivered = [s.id for s in client]
+        stats = client.stats
+    assert delivered == good
+    assert stats.skipped == len(bad)
+    assert stats.skip_reasons == {"DecodeError": len(bad)}
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    for name in bad:
+        assert f"{tmp_path / name}" in logged
+
+
+def test_decompression_bomb_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_images(tmp_path, 2)
+    photo(300, 300).save(tmp_path / "bomb.png")
+    photo(300, 300).save(tmp_path / "bomb.jpg")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 200 * 200)
+    with DatagoClient(file_config(tmp_path)) as client:
+        delivered = [s.id for s in client]
+        stats = client.stats
+    assert len(delivered) == 2 and not any("bomb" in Path(i).name for i in delivered)
+    assert stats.skipped == 2
+
+
+def test_limit_is_reached_past_bad_files(tmp_path: Path) -> None:
+    write_bad_files(tmp_path)
+    good = write_images(tmp_path, 5)
+    with DatagoClient(file_config(tmp_path, limit=4)) as client:
+        assert [s.id for s in client] == good[:4]
+
+
+def test_dangling_symlink_is_not_an_image_file(tmp_path: Path) -> None:
+    good = write_images(tmp_path, 3)
+    (tmp_path / "dangling.jpg").symlink_to(tmp_path / "missing-target.jpg")
+    with DatagoClient(file_config(tmp_path)) as client:
+        delivered = [s.id for s in client]
+        stats = client.stats
+    assert delivered == good
+    assert stats.skipped == 0
+
+
+@pytest.mark.parametrize(
+    ("mode", "channels", "dtype"),
+    [("L", 1, np.uint8), ("LA", 2, np.uint8), ("RGBA", 4, np.uint8), ("I;16", 1, np.uint16)],
+)
+def test_png_modes_keep_their_channels(
+    tmp_path: Path, mode: str, channels: int, dtype: type
+) -> None:
+    image = photo(20, 10, mode="RGBA" if mode in ("LA", "RGBA") else "RGB").convert(
+        "LA" if mode == "LA" else "RGBA" if mode == "RGBA" else "L"
+    )
+    if mode == "I;16":
+        image = Image.fromarray(np.asarray(image).astype(np.uint16) * 257)
+    image.save(tmp_path / "x.png")
+    with DatagoClient(file_config(tmp_path)) as client:
+        (sample,) = list(client)
+    pixels = sample.image.to_numpy()
+    assert pixels.shape == (10, 20, channels) and pixels.dtype == dtype
+    np.testing.assert_array_equal(pixels.reshape(np.asarray(image).shape), np.asarray(image))
+    assert sample.image.bit_depth == (16 if mode == "I;16" else 8)
+
+
+def test_palette_and_cmyk_become_rgb(tmp_path: Path) -> None:
+    base = photo(24, 16)
+    base.convert("P", palette=Image.Palette.ADAPTIVE).save(tmp_path / "palette.png")
+    base.convert("CMYK").save(tmp_path / "cmyk.jpg", quality=95)
+    with DatagoClient(file_config(tmp_path)) as client:
+        samples = {Path(s.id).name: s for s in client}
+    palette = samples["palette.png"].image.to_numpy()
+    with Image.open(tmp_path / "palette.png") as reference:
+        np.testing.assert_array_equal(palette, np.asarray(reference.convert("RGB")))
+    cmyk = samples["cmyk.jpg"].image.to_numpy()
+    assert cmyk.shape == (16, 24, 3)
+    assert np.abs(cmyk.astype(int) - np.asarray(base).astype(int)).mean() < 12
