@@ -1,0 +1,147 @@
+"""Query parameters to checks on catalogue items, as dataroom's list filters.
+
+Comma lists: `sources`, `sources__ne`, `tags`, `tags__all`, `tags__ne`, `tags__ne_all`,
+`has_/lacks_attributes`, `has_/lacks_latents`, `has_/lacks_masks`. Numbers: `short_edge`,
+`pixel_count`, `aspect_ratio`, bare or with `__gt|__gte|__lt|__lte`. Also `tags__empty`,
+`duplicate_state` (1 or 2), `attributes` (`name[__cmp]:value,...`, cmp in eq, ne, lt, lte,
+gt, gte) and `partitions_count` + `partition` (2..48: dataroom's 48 shards, here a CRC32 of
+the id). A bad value raises `HTTPBadRequest`; other parameters are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import zlib
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Any
+
+from aiohttp import web
+
+from datago.dataroom_server.catalogue import Item
+
+Predicate = Callable[[Item], bool]
+_SHARDS = 48
+_COMPARE: dict[str, Callable[[Any, Any], Any]] = {
+    "": operator.eq,
+    "eq": operator.eq,
+    "ne": operator.ne,
+    "lt": operator.lt,
+    "lte": operator.le,
+    "gt": operator.gt,
+    "gte": operator.ge,
+}
+
+
+def bad_request(message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=json.dumps({"detail": message}), content_type="application/json")
+
+
+def csv(value: str) -> list[str]:
+    return [part for part in value.split(",") if part]
+
+
+def int_param(query: Mapping[str, str], key: str, default: int, low: int, high: int) -> int:
+    """An integer parameter in [low, high], else a 400."""
+    try:
+        value = int(query.get(key, default))
+    except ValueError:
+        raise bad_request(f"{key} must be an integer") from None
+    if not low <= value <= high:
+        raise bad_request(f"{key} must be in [{low}, {high}], got {value}")
+    return value
+
+
+_LISTS: dict[str, Callable[[Item, list[str]], bool]] = {
+    "sources": lambda item, names: item.source in names,
+    "sources__ne": lambda item, names: item.source not in names,
+    "tags": lambda item, names: any(name in item.tags for name in names),
+    "tags__all": lambda item, names: all(name in item.tags for name in names),
+    "tags__ne": lambda item, names: not any(name in item.tags for name in names),
+    "tags__ne_all": lambda item, names: not all(name in item.tags for name in names),
+    "has_attributes": lambda item, names: all(name in item.attributes for name in names),
+    "lacks_attributes": lambda item, names: not any(name in item.attributes for name in names),
+    "has_latents": lambda item, names: all(name in item.latents for name in names),
+    "lacks_latents": lambda item, names: not any(name in item.latents for name in names),
+    "has_masks": lambda item, names: all(name in item.latents for name in names),
+    "lacks_masks": lambda item, names: not any(name in item.latents for name in names),
+}
+
+
+def predicates(query: Mapping[str, str]) -> list[Predicate]:
+    """One check per filter parameter (partitions aside)."""
+    checks: list[Predicate] = []
+    for key, value in query.items():
+        name, _, cmp = key.partition("__")
+        if key in _LISTS:
+            checks.append(partial(_in_list, test=_LISTS[key], names=csv(value)))
+        elif name in ("short_edge", "pixel_count", "aspect_ratio") and cmp in _COMPARE:
+            try:
+                bound = float(value)
+            except ValueError:
+                raise bad_request(f"{key} must be a number, got {value!r}") from None
+            checks.append(partial(_compare_number, name=name, op=_COMPARE[cmp], bound=bound))
+        elif key == "tags__empty":
+            checks.append(partial(_has_no_tags, expected=value.lower() == "true"))
+        elif key == "duplicate_state":
+            if value not in ("1", "2"):
+                raise bad_request(f"duplicate_state must be 1 or 2, got {value!r}")
+            checks.append(partial(_has_duplicate_state, state=int(value)))
+        elif key == "attributes":
+            checks += [_attribute_check(term) for term in csv(value)]
+    return checks
+
+
+def partition_check(query: Mapping[str, str]) -> list[Predicate]:
+    """The `partition` of `partitions_count` check, if both are given."""
+    if "partitions_count" not in query and "partition" not in query:
+        return []
+    if "partitions_count" not in query or "partition" not in query:
+        raise bad_request("partitions_count and partition go together")
+    count = int_param(query, "partitions_count", 0, 2, _SHARDS)
+    index = int_param(query, "partition", 0, 0, count - 1)
+    return [partial(_in_partition, count=count, index=index)]
+
+
+def _in_list(item: Item, test: Callable[[Item, list[str]], bool], names: list[str]) -> bool:
+    return test(item, names)
+
+
+def _compare_number(item: Item, name: str, op: Callable[[Any, Any], Any], bound: float) -> bool:
+    return bool(op(item.numbers()[name], bound))
+
+
+def _has_no_tags(item: Item, expected: bool) -> bool:
+    return (not item.tags) == expected
+
+
+def _has_duplicate_state(item: Item, state: int) -> bool:
+    return item.duplicate_state == state
+
+
+def _in_partition(item: Item, count: int, index: int) -> bool:
+    # Dataroom gives partition p the shards range(48)[p::count].
+    return zlib.crc32(item.id.encode()) % _SHARDS % count == index
+
+
+def _attribute_check(term: str) -> Predicate:
+    """`name[__cmp]:value`; the value is read as the attribute's own type."""
+    target, colon, raw = term.partition(":")
+    name, _, cmp = target.rpartition("__") if "__" in target else (target, "", "eq")
+    if not colon or not name or cmp not in _COMPARE:
+        raise bad_request(f"attributes filter must be name[__cmp]:value, got {term!r}")
+    op = _COMPARE[cmp]
+
+    def check(item: Item) -> bool:
+        actual = item.attributes.get(name)
+        try:
+            if isinstance(actual, bool):
+                return bool(op(actual, raw.lower() == "true"))
+            if isinstance(actual, int | float):
+                return bool(op(actual, float(raw)))
+            return isinstance(actual, str) and bool(op(actual, raw))
+        except ValueError:
+            return False
+
+    return check

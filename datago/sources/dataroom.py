@@ -1,0 +1,195 @@
+"""`source_type: "db"`: pages of the dataroom API, each item's files downloaded concurrently.
+
+Pages: `images/` is read by following each absolute `next` link verbatim (with the token)
+until it is null; the next page is fetched while the current one's items download.
+`random_sampling` asks `images/random/` again and again, a sampling with replacement that
+ends at the client's `limit` or at an empty page (upstream stops after one page). Dataroom's
+random view ignores partitions, so every rank then draws from the whole filtered set.
+
+Splits: rank x torch worker, see `dataroom_query.SplitPlan`. Media URLs are fetched without
+the token (dataroom serves them from storage, often presigned, where it would not belong).
+
+Failures: a page that still fails after retries raises `SourceError` (a 401/403 names the
+token), whether it is the first page or a later one, so a cut-short pass never looks like the
+end of the data. A malformed item, or a sample whose image or latent file cannot be
+downloaded (a 404, or retries spent), is counted in `stats` as skipped and the stream goes on.
+Samples come out in page order; at most `window` of them download at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from datago.config import DbSourceConfig, Environment
+from datago.errors import SourceError
+from datago.sources.base import RawSample, SourceContext
+from datago.sources.dataroom_items import ItemRefs, MalformedItem, parse_item
+from datago.sources.dataroom_query import SplitPlan, first_page_url, plan_split
+from datago.sources.http import HttpClient, HttpStatusError
+
+_MIN_WINDOW = 32
+
+
+async def iter_dataroom(config: DbSourceConfig, ctx: SourceContext) -> AsyncIterator[RawSample]:
+    """Yield one raw sample (downloaded bytes and metadata) per dataroom item of this part."""
+    api_url = _api_url(ctx.environment)
+    plan = plan_split(config, ctx.workers)
+    reader = _Reader(config, ctx, plan)
+    producer = asyncio.create_task(reader.produce(first_page_url(api_url, config, plan.server)))
+    try:
+        while True:
+            entry = await reader.pending.get()
+            if isinstance(entry, _End):
+                if entry.error is not None:
+                    raise entry.error
+                return
+            sample = await entry
+            if sample is not None:
+                yield sample
+    finally:
+        await reader.close(producer)
+
+
+def _api_url(environment: Environment) -> str:
+    url = environment.dataroom_api_url.strip()
+    if not url:
+        raise SourceError(
+            "source_type 'db' needs the dataroom API: set DATAROOM_API_URL "
+            "(e.g. http://127.0.0.1:8000/api/) and DATAROOM_API_KEY"
+        )
+    if not url.startswith(("http://", "https://")):
+        raise SourceError(f"DATAROOM_API_URL must be an http(s) URL, got {url!r}")
+    return url if url.endswith("/") else f"{url}/"
+
+
+@dataclass(frozen=True, slots=True)
+class _End:
+    """The last entry of `pending`: the end of the pages, or why they stopped."""
+
+    error: Exception | None = None
+
+
+class _Reader:
+    """Walks the pages and starts one download task per item, in order, `window` ahead."""
+
+    def __init__(self, config: DbSourceConfig, ctx: SourceContext, plan: SplitPlan) -> None:
+        self.random = config.random_sampling
+        self.keeps = plan.keeps
+        self.stats = ctx.stats
+        key = ctx.environment.dataroom_api_key
+        self.headers = {"Authorization": f"Token {key}"} if key else {}
+        self.http = HttpClient(attempts=ctx.environment.max_retries)
+        window = max(_MIN_WINDOW, 4 * ctx.environment.max_tasks)
+        self.pending: asyncio.Queue[asyncio.Task[RawSample | None] | _End] = asyncio.Queue(window)
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    async def produce(self, first_url: str) -> None:
+        """Fill `pending` with download tasks, then with an `_End`."""
+        end = _End()
+        try:
+            await self._paginate(first_url)
+        except Exception as exc:
+            end = _End(exc)
+        await self.pending.put(end)
+
+    async def _paginate(self, first_url: str) -> None:
+        number = 1
+        fetch: asyncio.Task[tuple[list[Any], str | None]] | None
+        fetch = self._spawn(self._page(first_url, number))
+        while fetch is not None:
+            results, next_url = await fetch
+            if self.random:
+                next_url = first_url if results else None
+            number += 1
+            fetch = self._spawn(self._page(next_url, number)) if next_url else None
+            for item in results:
+                await self._dispatch(item)
+
+    async def _page(self, url: str, number: int) -> tuple[list[Any], str | None]:
+        """The `results` and `next` of one page; raises `SourceError` once retries are spent."""
+        try:
+            body = await self.http.get_json(url, self.headers)
+        except HttpStatusError as exc:
+            if exc.status in (401, 403):
+                raise SourceError(
+                    f"the dataroom API refused the token (HTTP {exc.status}) for {url}: "
+                    "check DATAROOM_API_KEY"
+                ) from exc
+            raise SourceError(f"dataroom page {number} failed: {exc}") from exc
+        except SourceError as exc:
+            hint = " (is DATAROOM_API_URL right and the API up?)" if number == 1 else ""
+            raise SourceError(f"dataroom page {number} failed: {exc}{hint}") from exc
+        results = body.get("results") if isinstance(body, dict) else None
+        next_url = body.get("next") if isinstance(body, dict) else None
+        if not isinstance(results, list) or not isinstance(next_url, str | None):
+            raise SourceError(
+                f"dataroom page {number} ({url}) is not {{'results': [...], 'next': url or null}}"
+            )
+        return results, next_url or None
+
+    async def _dispatch(self, item: Any) -> None:
+        try:
+            refs = parse_item(item)
+        except MalformedItem as exc:
+            self.stats.skip(exc.sample_id, f"malformed dataroom item: {exc}")
+            return
+        if self.random or self.keeps(refs.id):
+            await self.pending.put(self._spawn(self._download(refs)))
+
+    async def _download(self, refs: ItemRefs) -> RawSample | None:
+        """The sample with its image and latent files, or None (counted) if one is missing."""
+        urls = [url for _, _, url in refs.files]
+        if refs.image_url is not None:
+            urls.insert(0, refs.image_url)
+        try:
+            payloads = await self._get_all(urls)
+        except SourceError as exc:
+            self.stats.skip(refs.id, f"download failed: {exc}")
+            return None
+        sample = RawSample(
+            id=refs.id,
+            source=refs.source,
+            image=payloads.pop(0) if refs.image_url is not None else None,
+            attributes=refs.attributes,
+            duplicate_state=refs.duplicate_state,
+            coca_embedding=refs.coca_embedding,
+            tags=refs.tags,
+        )
+        routes = {
+            "masks": sample.masks,
+            "additional_images": sample.additional_images,
+            "latents": sample.latents,
+        }
+        for (kind, latent_type, _), data in zip(refs.files, payloads, strict=True):
+            routes[kind][latent_type] = data
+        return sample
+
+    async def _get_all(self, urls: list[str]) -> list[bytes]:
+        if len(urls) <= 1:
+            return [await self.http.get_bytes(url) for url in urls]
+        downloads = [asyncio.create_task(self.http.get_bytes(url)) for url in urls]
+        try:
+            return list(await asyncio.gather(*downloads))
+        finally:
+            for download in downloads:
+                download.cancel()  # the others, once one has failed
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def close(self, producer: asyncio.Task[None]) -> None:
+        """Cancel the producer and every download, wait for them, close the HTTP session."""
+        queued = [self.pending.get_nowait() for _ in range(self.pending.qsize())]
+        waiting = [producer, *self.tasks, *(t for t in queued if isinstance(t, asyncio.Task))]
+        for task in waiting:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*waiting, return_exceptions=True)
+        await self.http.close()

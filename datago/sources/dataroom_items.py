@@ -1,0 +1,109 @@
+"""One dataroom result item checked against the API schema: metadata and the URLs to fetch.
+
+Pure, no I/O. `parse_item` raises `MalformedItem` with the reason; the source counts the
+item as skipped and goes on (upstream panics and ends the whole stream).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+PayloadKind = Literal["masks", "additional_images", "latents"]
+
+
+class MalformedItem(ValueError):
+    """An item does not follow the dataroom schema; `sample_id` is its id if it has one."""
+
+    def __init__(self, sample_id: str, reason: str) -> None:
+        super().__init__(reason)
+        self.sample_id = sample_id
+
+
+@dataclass(frozen=True, slots=True)
+class ItemRefs:
+    """An item's metadata, its image URL and its latent files, each routed to a payload kind."""
+
+    id: str
+    source: str
+    attributes: dict[str, Any]
+    duplicate_state: int
+    tags: list[str]
+    coca_embedding: list[float]
+    image_url: str | None
+    files: list[tuple[PayloadKind, str, str]] = field(default_factory=list)
+    """(kind, latent_type, url) per entry of `latents`."""
+
+
+def payload_kind(latent_type: str, is_mask: bool) -> PayloadKind:
+    """Upstream's routing: "image" and not "latent_" in the type -> additional image, then masks."""
+    if "image" in latent_type and "latent_" not in latent_type:
+        return "additional_images"
+    return "masks" if is_mask else "latents"
+
+
+def parse_item(item: Any) -> ItemRefs:
+    """Check one result item; nulls become upstream's defaults (-1, [], [])."""
+    if not isinstance(item, dict):
+        raise MalformedItem("<unknown>", f"item is a {type(item).__name__}, not an object")
+    sample_id = item.get("id")
+    if not isinstance(sample_id, str) or not sample_id:
+        raise MalformedItem("<unknown>", f"id must be a non-empty string, got {sample_id!r}")
+    try:
+        return _parse_fields(sample_id, item)
+    except (TypeError, ValueError) as exc:
+        raise MalformedItem(sample_id, str(exc)) from exc
+
+
+def _parse_fields(sample_id: str, item: dict[str, Any]) -> ItemRefs:
+    source = _typed(item, "source", str)
+    attributes = _typed(item, "attributes", dict)
+    duplicate_state = _optional(item, "duplicate_state", int)
+    tags = _optional(item, "tags", list) or []
+    if not all(isinstance(tag, str) for tag in tags):
+        raise ValueError("tags must be a list of strings")
+    return ItemRefs(
+        id=sample_id,
+        source=source,
+        attributes=attributes,
+        duplicate_state=-1 if duplicate_state is None else duplicate_state,
+        tags=tags,
+        coca_embedding=_embedding(item.get("coca_embedding")),
+        image_url=_optional(item, "image_direct_url", str),
+        files=[_latent_file(entry) for entry in _optional(item, "latents", list) or []],
+    )
+
+
+def _typed(item: dict[str, Any], key: str, kind: type[Any]) -> Any:
+    value = item.get(key)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise ValueError(f"{key} must be a {kind.__name__}, got {_show(value)}")
+    return value
+
+
+def _optional(item: dict[str, Any], key: str, kind: type[Any]) -> Any:
+    return None if item.get(key) is None else _typed(item, key, kind)
+
+
+def _embedding(value: Any) -> list[float]:
+    if value is None:
+        return []
+    if not isinstance(value, dict):
+        raise ValueError(f"coca_embedding must be an object, got {_show(value)}")
+    vector = _optional(value, "vector", list) or []
+    if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in vector):
+        raise ValueError("coca_embedding.vector must be a list of numbers")
+    return [float(x) for x in vector]
+
+
+def _latent_file(entry: Any) -> tuple[PayloadKind, str, str]:
+    if not isinstance(entry, dict):
+        raise ValueError(f"latents entries must be objects, got {_show(entry)}")
+    latent_type = _typed(entry, "latent_type", str)
+    url = _typed(entry, "file_direct_url", str)
+    is_mask = _optional(entry, "is_mask", bool) or False
+    return payload_kind(latent_type, is_mask), latent_type, url
+
+
+def _show(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
