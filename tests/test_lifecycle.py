@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -22,9 +24,11 @@ from tests.conftest import datago_threads, encode, file_config, photo, write_ima
 
 
 def big_pngs(folder: Path, count: int) -> list[str]:
+    """`count` copies of one 900x700 PNG: slow enough to decode that consumers wait."""
     folder.mkdir(exist_ok=True)
+    data = encode(photo(900, 700), "PNG", compress_level=1)
     for i in range(count):
-        photo(900, 700, seed=i).save(folder / f"big_{i:02d}.png", compress_level=1)
+        (folder / f"big_{i:02d}.png").write_bytes(data)
     return sorted(str(p) for p in folder.iterdir())
 
 
@@ -172,3 +176,61 @@ def test_fatal_source_error_is_raised_after_earlier_samples(
             client.get_sample()
         assert isinstance(info.value.__cause__, OSError)
         assert client.get_sample() is None
+
+
+def open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_no_file_descriptor_left_open(tmp_path: Path) -> None:
+    write_images(tmp_path, 12)
+    with DatagoClient(file_config(tmp_path)) as warmup:
+        list(warmup)
+    before = open_fds()
+    for _ in range(3):
+        with DatagoClient(file_config(tmp_path, samples_buffer_size=1)) as client:
+            assert client.get_sample() is not None
+    assert open_fds() == before
+
+
+def test_exception_in_the_consumer_closes_everything(tmp_path: Path) -> None:
+    big_pngs(tmp_path, 6)
+    start = time.monotonic()
+    with (
+        pytest.raises(ZeroDivisionError),
+        DatagoClient(file_config(tmp_path, samples_buffer_size=1)) as client,
+    ):
+        for _ in client:
+            1 / 0  # noqa: B018
+    assert time.monotonic() - start < 2.0
+    assert not datago_threads()
+
+
+def test_ctrl_c_interrupts_a_blocked_consumer(tmp_path: Path) -> None:
+    big_pngs(tmp_path, 30)
+    script = (
+        "import sys, time\n"
+        "from datago import DatagoClient\n"
+        f"c = DatagoClient({{'source_type': 'file', 'source_config': {{'root_path': {str(tmp_path)!r}}},"
+        " 'samples_buffer_size': 1})\n"
+        "try:\n"
+        "    for s in c:\n"
+        "        print('sample', flush=True)\n"
+        "        time.sleep(0.01)\n"
+        "except KeyboardInterrupt:\n"
+        "    t = time.monotonic(); c.close()\n"
+        "    print(f'interrupted {time.monotonic() - t:.3f}', flush=True)\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == "sample"
+    sent = time.monotonic()
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=10)
+    assert child.returncode == 0, err
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("interrupted"), out
+    assert float(last.split()[1]) < 1.0
+    assert time.monotonic() - sent < 3.0
