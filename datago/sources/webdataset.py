@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -47,7 +47,7 @@ HTTP_CHUNK_BYTES = 1 << 20
 
 async def iter_webdataset(
     config: WebDatasetSourceConfig, ctx: SourceContext
-) -> AsyncIterator[RawSample]:
+) -> AsyncGenerator[RawSample, None]:
     """Yield one raw sample (encoded bytes, no decoding) per key of this part's shards."""
     shards = expand_urls(config.url)
     rng: random.Random | None = None

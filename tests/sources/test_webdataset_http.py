@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 from collections import Counter
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,9 +16,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from datago.config import Environment
 from datago.errors import SourceError
 from datago.sources import webdataset
-from tests.sources.test_webdataset import collect, config, write_shards
+from datago.sources.base import SourceContext
+from datago.stats import Stats
+from tests.sources.test_webdataset import collect, config, write_shards, write_tar
 
 
 @dataclass
@@ -200,3 +206,41 @@ async def test_cut_with_no_attempt_left_loses_the_shard(tmp_path: Path) -> None:
         samples, stats = await collect(source, retries=1)
     assert [s.id for s in samples] == keys[3:]
     assert stats.source_errors == 1
+
+
+async def test_closing_early_stops_every_download(tmp_path: Path) -> None:
+    files, keys = shard_files(tmp_path, 6, 10)
+    stats = Stats()
+    first: list[str] = []
+    async with serving(ShardServer(files)) as base:
+        with ThreadPoolExecutor(2) as executor:
+            ctx = SourceContext(environment=Environment(), executor=executor, stats=stats)
+            source = config(base + "shard-{000..005}.tar", concurrent_downloads=3)
+            stream = webdataset.iter_webdataset(source, ctx)
+            async with asyncio.timeout(10), contextlib.aclosing(stream):
+                async for sample in stream:
+                    first.append(sample.id)
+                    if len(first) == 3:
+                        break
+        streams = [t for t in asyncio.all_tasks() if "_ShardStreamer" in repr(t.get_coro())]
+    assert streams == []
+    assert len(first) == 3 and set(first) <= set(keys)
+    assert stats.source_errors == 0
+
+
+async def test_the_event_loop_is_never_blocked(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    big = {"jpg": b"\xff\xd8" + os.urandom(6 << 20), "bin": os.urandom(3 << 20), "txt": b"t"}
+    path = write_tar(tmp_path / "big.tar", [(f"b{i}", big) for i in range(3)])
+    files = {"big.tar": path.read_bytes()}
+    loop = asyncio.get_running_loop()
+    loop.set_debug(True)
+    loop.slow_callback_duration = 0.05
+    async with serving(ShardServer(files)) as base:
+        for url in (base + "big.tar", str(path)):
+            with caplog.at_level(logging.WARNING, logger="asyncio"):
+                samples, _ = await collect(config(url))
+            assert [s.id for s in samples] == ["b0", "b1", "b2"]
+            assert samples[2].image == big["jpg"]
+    assert not [r for r in caplog.records if "Executing" in r.getMessage()]
