@@ -20,6 +20,17 @@ class DecodeError(ValueError):
     """The bytes are not an image we can decode."""
 
 
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG header, or None when the bytes are not a JPEG."""
+    if data[:3] != _JPEG_MAGIC:
+        return None
+    try:
+        height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError as exc:
+        raise DecodeError(f"corrupt JPEG header: {exc}") from exc
+    return width, height
+
+
 def decode_image(
     data: bytes,
     *,

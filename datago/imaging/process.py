@@ -5,25 +5,36 @@ from __future__ import annotations
 import time
 
 from datago.config import ImageConfig
-from datago.imaging.decode import decode_image
+from datago.imaging.buckets import Bucket, BucketTable
+from datago.imaging.decode import decode_image, jpeg_size
+from datago.imaging.encode import encode_payload
+from datago.imaging.resample import Resampler, default_resampler
+from datago.imaging.transform import cover_size, crop_and_resize, to_rgb8
 from datago.sample import ImagePayload
 from datago.stats import StageTimes
 
-Bucket = tuple[int, int]
-"""A target (width, height)."""
+__all__ = ["Bucket", "ImageProcessor"]
 
 
 class ImageProcessor:
-    """Turns encoded bytes into an `ImagePayload` as `image_config` asks. Thread-safe."""
+    """Turns encoded bytes into an `ImagePayload` as `image_config` asks. Thread-safe.
 
-    def __init__(self, config: ImageConfig | None) -> None:
+    With `crop_and_resize`, a JPEG's bucket is chosen from its header, so it can be decoded at
+    the smallest DCT scale that still covers the bucket; one Lanczos3 pass then resamples the
+    centred crop (upstream resizes, then resamples the crop a second time).
+    """
+
+    def __init__(self, config: ImageConfig | None, *, resampler: Resampler | None = None) -> None:
         self.config = config or ImageConfig()
-        if (
-            self.config.crop_and_resize
-            or self.config.image_to_rgb8
-            or self.config.pre_encode_images
-        ):
-            raise NotImplementedError("image transforms are not implemented yet")
+        self.resampler = resampler or default_resampler()
+        self.buckets: BucketTable | None = None
+        if self.config.crop_and_resize:
+            self.buckets = BucketTable.build(
+                self.config.default_image_size,
+                self.config.downsampling_ratio,
+                self.config.min_aspect_ratio,
+                self.config.max_aspect_ratio,
+            )
 
     def process(
         self,
@@ -36,11 +47,33 @@ class ImageProcessor:
         """Decode and transform one image.
 
         `bucket` None means "choose the bucket from this image" (the main image); masks and
-        additional images pass the main image's bucket. Returns the payload and the bucket used.
+        additional images pass the main image's bucket. Masks skip `image_to_rgb8` and are
+        always pre-encoded as PNG. Returns the payload and the bucket used. Raises
+        `DecodeError` for bytes that are not a decodable image.
         """
+        config = self.config
         start = time.perf_counter()
-        pixels, original_size = decode_image(
-            data, exif_orientation=self.config.apply_exif_orientation
+        min_size = None
+        if self.buckets is not None and not config.apply_exif_orientation:
+            header_size = jpeg_size(data)
+            if header_size is not None:
+                bucket = bucket or self.buckets.choose(*header_size)
+                min_size = cover_size(*header_size, bucket)
+        pixels, original = decode_image(
+            data, min_size=min_size, exif_orientation=config.apply_exif_orientation
         )
-        times.decode_s += time.perf_counter() - start
-        return ImagePayload.from_array(pixels, original_size), bucket
+        decoded = time.perf_counter()
+        times.decode_s += decoded - start
+
+        if self.buckets is not None:
+            bucket = bucket or self.buckets.choose(*original)
+            pixels = crop_and_resize(pixels, original, bucket, self.resampler)
+        if config.image_to_rgb8 and not is_mask:
+            pixels = to_rgb8(pixels)
+        if config.pre_encode_images:
+            image_format = "png" if is_mask else config.encode_format
+            payload = encode_payload(pixels, original, image_format, config.jpeg_quality)
+        else:
+            payload = ImagePayload.from_array(pixels, original)
+        times.transform_s += time.perf_counter() - decoded
+        return payload, bucket
