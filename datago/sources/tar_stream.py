@@ -9,6 +9,7 @@ ends at the first zero block; ending at a member boundary without one is accepte
 
 from __future__ import annotations
 
+from collections import deque
 from typing import NamedTuple
 
 from datago.errors import SourceError
@@ -38,8 +39,8 @@ class TarStreamParser:
     """Turns a tar byte stream, fed in chunks of any size, into `TarMember`s."""
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
-        self._start = 0  # bytes of `_buffer` already consumed
+        self._chunks: deque[memoryview] = deque()  # fed, not yet consumed; no copy made
+        self._available = 0
         self._header: tuple[str, int, int] | None = None  # name, size, type of the next data
         self._long_name: str | None = None
         self._pax: dict[str, str] = {}
@@ -57,57 +58,67 @@ class TarStreamParser:
         """Append `chunk` to the stream; return the members it completes, in order."""
         if self.ended:
             return []
-        buffer = self._buffer
-        if self._start:
-            del buffer[: self._start]
-            self._start = 0
-        buffer += chunk
+        if chunk:
+            self._chunks.append(memoryview(chunk if isinstance(chunk, bytes) else bytes(chunk)))
+            self._available += len(chunk)
         members: list[TarMember] = []
-        position, end = 0, len(buffer)
-        with memoryview(buffer) as view:
-            while not self.ended:
-                if self._header is None:
-                    if end - position < BLOCK:
-                        break
-                    block = view[position : position + BLOCK]
-                    self._header = self._read_header(block, self.offset + position)
-                    position += BLOCK
-                    continue
-                name, size, kind = self._header
-                padded = 0 if kind in _NO_DATA else -(-size // BLOCK) * BLOCK
-                if end - position < padded:
+        while not self.ended:
+            if self._header is None:
+                if self._available < BLOCK:
                     break
-                data = view[position : position + size]
-                position += padded
-                self._header = None
-                if kind in _REGULAR and not name.endswith("/"):
-                    members.append(TarMember(name, data.tobytes()))
-                elif kind == ord("L"):
-                    self._long_name = _text(data)
-                elif kind == ord("x"):
-                    self._pax = _pax_records(data, self.offset + position)
-        self._start = position
-        self.offset += position
+                self._header = self._read_header(self._take(BLOCK, BLOCK), self.offset)
+                self.offset += BLOCK
+                continue
+            name, size, kind = self._header
+            padded = 0 if kind in _NO_DATA else -(-size // BLOCK) * BLOCK
+            if self._available < padded:
+                break
+            data = self._take(size, padded) if padded else b""
+            self.offset += padded
+            self._header = None
+            if kind in _REGULAR and not name.endswith("/"):
+                members.append(TarMember(name, data))
+            elif kind == ord("L"):
+                self._long_name = _text(data)
+            elif kind == ord("x"):
+                self._pax = _pax_records(data, self.offset - padded)
         if self.ended:
-            self._buffer = bytearray()
-            self._start = 0
+            self._chunks.clear()
+            self._available = 0
         return members
+
+    def _take(self, size: int, consumed: int) -> bytes:
+        """Consume the next `consumed` bytes; return a copy of the first `size` of them."""
+        self._available -= consumed
+        chunks = self._chunks
+        first = chunks[0]
+        if len(first) > consumed:  # the usual case: within one chunk, a single copy
+            chunks[0] = first[consumed:]
+            return first[:size].tobytes()
+        parts = []
+        while consumed:
+            first = chunks.popleft()
+            if len(first) > consumed:
+                chunks.appendleft(first[consumed:])
+                first = first[:consumed]
+            parts.append(first[:size])
+            size -= len(parts[-1])
+            consumed -= len(first)
+        return b"".join(parts)
 
     def finish(self) -> None:
         """Check the stream did not stop inside a header or a member."""
         if self.ended:
             return
-        left = len(self._buffer) - self._start
-        if self._header is not None or left:
+        if self._header is not None or self._available:
             where = f"member {self._header[0]!r}" if self._header else "a header"
             raise TruncatedTarError(f"tar stream truncated inside {where} at byte {self.offset}")
 
-    def _read_header(self, block: memoryview, offset: int) -> tuple[str, int, int] | None:
+    def _read_header(self, raw: bytes, offset: int) -> tuple[str, int, int] | None:
         """Name, data size and type of the entry `block` starts; None at end of archive."""
-        if block == _ZERO_BLOCK:
+        if raw == _ZERO_BLOCK:
             self.ended = True
             return None
-        raw = block.tobytes()
         stored = _number(raw[148:156], "checksum", offset)
         if stored != sum(raw) - sum(raw[148:156]) + 8 * 32:
             raise TarFormatError(f"bad tar header checksum at byte {offset}")
@@ -129,8 +140,7 @@ class TarStreamParser:
         return name, size, kind
 
 
-def _text(field: bytes | memoryview) -> str:
-    raw = bytes(field)
+def _text(raw: bytes) -> str:
     return raw.split(b"\x00", 1)[0].decode("utf-8", "surrogateescape")
 
 
@@ -145,10 +155,9 @@ def _number(field: bytes, what: str, offset: int) -> int:
         raise TarFormatError(f"bad tar header {what} {digits!r} at byte {offset}") from None
 
 
-def _pax_records(data: memoryview, offset: int) -> dict[str, str]:
+def _pax_records(raw: bytes, offset: int) -> dict[str, str]:
     """The `length key=value\\n` records of a pax extended header."""
     records: dict[str, str] = {}
-    raw = bytes(data)
     position = 0
     while position < len(raw):
         space = raw.find(b" ", position)
