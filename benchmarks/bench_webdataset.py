@@ -25,6 +25,7 @@ from aiohttp.test_utils import TestServer
 from datago.config import Environment, WebDatasetSourceConfig
 from datago.sources.base import SourceContext
 from datago.sources.tar_stream import TarStreamParser
+from datago.sources.wds_groups import SampleGrouper
 from datago.sources.webdataset import iter_webdataset
 from datago.stats import Stats
 
@@ -66,6 +67,13 @@ def parse_tarfile(shard: bytes) -> int:
                 file.read()
                 members += 1
     return members
+
+
+def group_all(shard: bytes) -> int:
+    """Parse and group a shard into samples: the per-sample work done on the event loop."""
+    parser, grouper = TarStreamParser(), SampleGrouper("bench", "jpg", Stats())
+    samples = sum(grouper.add(member) is not None for member in parser.feed(shard))
+    return samples + (grouper.flush() is not None)
 
 
 def best_rate(function: object, *args: object, repeat: int = 3) -> tuple[float, int]:
@@ -131,6 +139,8 @@ def main() -> None:
             f"| tar parse, {label} ({members} members) | {ours:,.0f} members/s"
             f" | tarfile `r|`: {theirs:,.0f} members/s ({ours / theirs:.1f}x) |"
         )
+    rate, _ = best_rate(group_all, small)
+    print(f"| parse + group, 2 KiB images | {rate:,.0f} samples/s | {1e6 / rate:.1f} us/sample |")
     per_shard = max(args.samples // args.shards, 1)
     shards = [make_shard(per_shard, args.image_kb << 10, i * per_shard) for i in range(args.shards)]
     with tempfile.TemporaryDirectory() as folder:

@@ -2,7 +2,8 @@
 
 Reads ustar, GNU (`././@LongLink` long names) and pax (`path`, `size` records) headers from
 512-byte blocks itself, because `tarfile` costs ~30-40 us per member of GIL-held Python and
-wants a seekable or blocking file. Directories, links and devices are skipped. The stream
+wants a seekable or blocking file. Members are sliced out of the fed chunks (one copy per
+byte, none for padding). Directories, links and devices are skipped. The stream
 ends at the first zero block; ending at a member boundary without one is accepted (as
 `tarfile` does), ending inside a header or a member is `TruncatedTarError`.
 """
@@ -58,9 +59,10 @@ class TarStreamParser:
         """Append `chunk` to the stream; return the members it completes, in order."""
         if self.ended:
             return []
-        if chunk:
-            self._chunks.append(memoryview(chunk if isinstance(chunk, bytes) else bytes(chunk)))
-            self._available += len(chunk)
+        data = chunk if isinstance(chunk, bytes) else bytes(chunk)  # ours: callers may reuse theirs
+        if data:
+            self._chunks.append(memoryview(data))
+            self._available += len(data)
         members: list[TarMember] = []
         while not self.ended:
             if self._header is None:
@@ -115,7 +117,7 @@ class TarStreamParser:
             raise TruncatedTarError(f"tar stream truncated inside {where} at byte {self.offset}")
 
     def _read_header(self, raw: bytes, offset: int) -> tuple[str, int, int] | None:
-        """Name, data size and type of the entry `block` starts; None at end of archive."""
+        """Name, data size and type of the entry whose header is `raw`; None at the end."""
         if raw == _ZERO_BLOCK:
             self.ended = True
             return None

@@ -144,3 +144,13 @@ def test_corrupt_size_field_is_a_format_error() -> None:
     data[148:156] = b"%06o\x00 " % (sum(data[:148]) + sum(data[156:512]) + 256)
     with pytest.raises(TarFormatError, match="size"):
         TarStreamParser().feed(bytes(data))
+
+
+def test_a_fed_bytearray_may_be_reused_by_the_caller() -> None:
+    data = make_tar(FILES[:2], extras=False)
+    parser = TarStreamParser()
+    scratch = bytearray(data[:700])
+    members = parser.feed(scratch)
+    scratch[:] = bytes(len(scratch))  # the caller overwrites its buffer
+    members += parser.feed(memoryview(data)[700:])
+    assert members == [TarMember(n, d) for n, d in FILES[:2]]
