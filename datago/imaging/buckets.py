@@ -32,12 +32,9 @@ class BucketTable:
         area = float(patches * patches)
         wide = range(math.ceil(math.sqrt(area * min_ratio)), _floor_sqrt(area * max_ratio) + 1)
         tall = range(math.ceil(math.sqrt(area / max_ratio)), _floor_sqrt(area / min_ratio) + 1)
-        sizes = [
-            (pw * downsampling_ratio, math.floor(area / pw) * downsampling_ratio) for pw in wide
-        ]
-        sizes += [
-            (math.floor(area / ph) * downsampling_ratio, ph * downsampling_ratio) for ph in tall
-        ]
+        sizes = [(pw * downsampling_ratio, _div(area, pw) * downsampling_ratio) for pw in wide]
+        sizes += [(_div(area, ph) * downsampling_ratio, ph * downsampling_ratio) for ph in tall]
+        sizes = [(w, h) for w, h in sizes if w > 0 and h > 0]  # upstream panics on these
         if not sizes:
             raise ValueError(
                 f"no aspect-ratio bucket for image size {image_size}, downsampling ratio "
@@ -63,3 +60,8 @@ class BucketTable:
 
 def _floor_sqrt(value: float) -> int:
     return math.floor(math.sqrt(value))
+
+
+def _div(area: float, patches: int) -> int:
+    """floor(area / patches); 0 patches (an empty table) gives 0."""
+    return math.floor(area / patches) if patches else 0

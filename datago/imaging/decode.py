@@ -1,4 +1,8 @@
-"""Bytes to pixels: simplejpeg for JPEG (releases the GIL), Pillow for everything else."""
+"""Bytes to pixels: simplejpeg for JPEG (releases the GIL), Pillow for everything else.
+
+Modes follow upstream: GIF and palette images with transparency give RGBA, other palette
+images RGB, 16-bit greyscale stays 16-bit.
+"""
 
 from __future__ import annotations
 
@@ -74,7 +78,7 @@ def _decode_with_pillow(data: bytes, exif_orientation: bool) -> tuple[PixelArray
             _check_pixel_count(img.width, img.height)
             img.load()
             image = ImageOps.exif_transpose(img) if exif_orientation else img
-            array = _to_array(image)
+            array = _to_array(image.convert("RGBA") if img.format == "GIF" else image)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         if isinstance(exc, DecodeError):
             raise

@@ -1,0 +1,53 @@
+"""Deterministic photo-like test images: smooth colour fields, texture and grain."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+
+def photo_like(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """An (H, W, 3) uint8 image that compresses and resamples like a photo."""
+    rng = np.random.default_rng(seed)
+
+    def field(cells_x: int, cells_y: int, amplitude: float) -> np.ndarray:
+        small = rng.uniform(-amplitude, amplitude, (cells_y, cells_x, 3)).astype(np.float32)
+        planes = [
+            np.asarray(
+                Image.fromarray(small[:, :, c], "F").resize(
+                    (width, height), Image.Resampling.BICUBIC
+                )
+            )
+            for c in range(3)
+        ]
+        stacked: np.ndarray = np.stack(planes, axis=2)
+        return stacked
+
+    pixels = 128 + field(4, 3, 90) + field(24, 18, 30) + field(width // 4, height // 4, 12)
+    pixels += rng.normal(0, 3.0, (height, width, 1)).astype(np.float32)
+    image: np.ndarray = np.clip(pixels, 0, 255).astype(np.uint8)
+    return image
+
+
+def encode(pixels: np.ndarray, fmt: str = "JPEG", **params: object) -> bytes:
+    """Encode an HWC (or HW) array with Pillow."""
+    array = pixels[:, :, 0] if pixels.ndim == 3 and pixels.shape[2] == 1 else pixels
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, fmt, **params)
+    return buffer.getvalue()
+
+
+def reference_bucket_resize(pixels: np.ndarray, bucket: tuple[int, int]) -> np.ndarray:
+    """Upstream's two Lanczos3 passes as replicated with Pillow (resize, then fractional crop)."""
+    height, width = pixels.shape[:2]
+    target_w, target_h = bucket
+    scale = max(target_w / width, target_h / height)
+    cover = (round(width * scale), round(height * scale))
+    left, top = (cover[0] - target_w) / 2, (cover[1] - target_h) / 2
+    image = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
+    resized = image.resize(cover, Image.Resampling.LANCZOS)
+    box = (left, top, left + target_w, top + target_h)
+    out = np.asarray(resized.resize(bucket, Image.Resampling.LANCZOS, box=box))
+    return out[:, :, None] if out.ndim == 2 else out

@@ -1,0 +1,78 @@
+"""Pre-encoding: PNG round trips losslessly in every mode, JPEG converts what it cannot hold."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from datago.config import ImageConfig
+from datago.imaging.encode import encode_payload
+from datago.imaging.process import ImageProcessor
+from datago.stats import StageTimes
+from tests.imaging.images import encode, photo_like
+
+RGB = photo_like(40, 30)
+MODES = {
+    "L": RGB[:, :, :1],
+    "LA": np.ascontiguousarray(RGB[:, :, :2]),
+    "RGB": RGB,
+    "RGBA": np.dstack([RGB, RGB[:, :, :1]]),
+    "I;16": (RGB[:, :, :1].astype(np.uint16) * 257),
+}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_png_round_trip_is_lossless(mode: str) -> None:
+    pixels = MODES[mode]
+    payload = encode_payload(pixels, (80, 60), "png", 92)
+    assert payload.is_encoded and payload.channels == -1
+    assert (payload.width, payload.height, payload.original_width) == (40, 30, 80)
+    assert payload.bit_depth == (16 if mode == "I;16" else 8)
+    with Image.open(io.BytesIO(payload.data)) as image:  # type: ignore[arg-type]
+        assert image.format == "PNG" and image.mode == mode
+    assert np.array_equal(payload.to_numpy(), pixels)
+
+
+SMOOTH = np.dstack([*np.meshgrid(np.arange(64) * 3, np.arange(48) * 4), np.full((48, 64), 99)])
+
+
+@pytest.mark.parametrize(("channels", "jpeg_mode"), [(1, "L"), (3, "RGB"), (2, "L")])
+def test_jpeg_round_trip_is_close(channels: int, jpeg_mode: str) -> None:
+    pixels = np.ascontiguousarray(SMOOTH[:, :, :channels].astype(np.uint8))
+    payload = encode_payload(pixels, (64, 48), "jpeg", 95)
+    with Image.open(io.BytesIO(payload.data)) as image:  # type: ignore[arg-type]
+        assert image.format == "JPEG" and image.mode == jpeg_mode
+    expected = pixels[:, :, : 1 if jpeg_mode == "L" else 3].astype(int)
+    assert np.abs(payload.to_numpy().astype(int) - expected).mean() < 1.5
+
+
+def test_jpeg_of_rgba_is_composited_over_grey() -> None:
+    transparent = np.zeros((16, 16, 4), np.uint8)
+    payload = encode_payload(transparent, (16, 16), "jpeg", 95)
+    assert payload.bit_depth == 8
+    assert np.abs(payload.to_numpy().astype(int) - 128).max() <= 1
+
+
+def test_jpeg_of_16_bit_is_8_bit() -> None:
+    payload = encode_payload(np.full((8, 8, 1), 32768, np.uint16), (8, 8), "jpeg", 95)
+    assert payload.bit_depth == 8
+    assert np.abs(payload.to_numpy().astype(int) - 128).max() <= 1
+
+
+def test_processor_pre_encodes_the_bucket() -> None:
+    config = ImageConfig(
+        crop_and_resize=True,
+        default_image_size=224,
+        downsampling_ratio=16,
+        min_aspect_ratio=0.5,
+        max_aspect_ratio=2.0,
+        pre_encode_images=True,
+        encode_format="jpeg",
+        jpeg_quality=90,
+    )
+    payload, bucket = ImageProcessor(config).process(encode(photo_like(400, 300)), StageTimes())
+    assert payload.is_encoded and payload.size == bucket == (256, 192)
+    assert payload.to_pil().size == (256, 192)
