@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+import mimetypes
 import random
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -59,7 +61,11 @@ class DataroomApi:
         rel = request.match_info["path"]
         if rel not in self.media:
             raise web.HTTPNotFound()
-        return web.FileResponse(self.root / rel)
+        # Read in a thread, whole: a FileResponse cancelled by a client that hangs up while
+        # the file opens leaks the file handle.
+        body = await asyncio.get_running_loop().run_in_executor(None, (self.root / rel).read_bytes)
+        kind = mimetypes.guess_type(rel)[0] or "application/octet-stream"
+        return web.Response(body=body, content_type=kind)
 
     def _respond(
         self, request: web.Request, page: Iterable[Item], next_url: str | None

@@ -4,15 +4,15 @@ Comma lists: `sources`, `sources__ne`, `tags`, `tags__all`, `tags__ne`, `tags__n
 `has_/lacks_attributes`, `has_/lacks_latents`, `has_/lacks_masks`. Numbers: `short_edge`,
 `pixel_count`, `aspect_ratio`, bare or with `__gt|__gte|__lt|__lte`. Also `tags__empty`,
 `duplicate_state` (1 or 2), `attributes` (`name[__cmp]:value,...`, cmp in eq, ne, lt, lte,
-gt, gte) and `partitions_count` + `partition` (2..48: dataroom's 48 shards, here a CRC32 of
-the id). A bad value raises `HTTPBadRequest`; other parameters are ignored.
+gt, gte) and `partitions_count` + `partition` (2..48: dataroom's 48 shards, here picked
+by a SHA-256 of the id). A bad value raises `HTTPBadRequest`; other parameters are ignored.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import operator
-import zlib
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
@@ -122,7 +122,8 @@ def _has_duplicate_state(item: Item, state: int) -> bool:
 
 def _in_partition(item: Item, count: int, index: int) -> bool:
     # Dataroom gives partition p the shards range(48)[p::count].
-    return zlib.crc32(item.id.encode()) % _SHARDS % count == index
+    shard = int.from_bytes(hashlib.sha256(item.id.encode()).digest()[:8], "little") % _SHARDS
+    return shard % count == index
 
 
 def _attribute_check(term: str) -> Predicate:
