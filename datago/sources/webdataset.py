@@ -223,16 +223,22 @@ def _is_http(url: str) -> bool:
 async def _shuffled(
     samples: AsyncGenerator[RawSample, None], size: int, rng: random.Random
 ) -> AsyncGenerator[RawSample, None]:
-    """Samples in a random order, holding at most `size` of them."""
+    """Samples in a random order, holding at most `size` of them; a source error comes last."""
     buffer: list[RawSample] = []
-    async with contextlib.aclosing(samples):
-        async for sample in samples:
-            if len(buffer) < size:
-                buffer.append(sample)
-                continue
-            index = rng.randrange(size)
-            buffer[index], sample = sample, buffer[index]
-            yield sample
+    error: SourceError | None = None
+    try:
+        async with contextlib.aclosing(samples):
+            async for sample in samples:
+                if len(buffer) < size:
+                    buffer.append(sample)
+                    continue
+                index = rng.randrange(size)
+                buffer[index], sample = sample, buffer[index]
+                yield sample
+    except SourceError as exc:
+        error = exc
     rng.shuffle(buffer)
     for sample in buffer:
         yield sample
+    if error is not None:
+        raise error

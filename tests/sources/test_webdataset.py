@@ -68,6 +68,13 @@ def write_shards(folder: Path, shards: int, per_shard: int) -> tuple[str, list[s
     return str(folder / f"shard-{{000..{shards - 1:03d}}}.tar"), keys
 
 
+def cut_inside(shard: Path, member: str, offset: int) -> None:
+    """Truncate `shard` `offset` bytes into `member`'s data (negative: into its header)."""
+    with tarfile.open(shard) as tar:
+        start = tar.getmember(member).offset_data
+    shard.write_bytes(shard.read_bytes()[: start + offset])
+
+
 def config(url: str | list[str], **options: Any) -> WebDatasetSourceConfig:
     settings: dict[str, Any] = {"concurrent_downloads": 1, **options}
     return WebDatasetSourceConfig(url=url, **settings)
@@ -255,13 +262,7 @@ async def test_seeded_shuffle_keeps_parts_disjoint(tmp_path: Path) -> None:
 @pytest.mark.parametrize("cut", ["inside_member", "inside_header"])
 async def test_truncated_shard_keeps_complete_samples(tmp_path: Path, cut: str) -> None:
     pattern, keys = write_shards(tmp_path, 2, 6)
-    shard = tmp_path / "shard-000.tar"
-    data = shard.read_bytes()
-    with tarfile.open(shard) as tar:
-        members = tar.getmembers()
-    fourth = next(m for m in members if m.name == "s0003.jpg")
-    end = fourth.offset_data + 100 if cut == "inside_member" else fourth.offset + 100
-    shard.write_bytes(data[:end])
+    cut_inside(tmp_path / "shard-000.tar", "s0003.jpg", 100 if cut == "inside_member" else -412)
     samples, stats = await collect(config(pattern))
     # Cut inside s0003's first header, nothing says s0002 was complete: it is the one dropped.
     partial = "s0003" if cut == "inside_member" else "s0002"
@@ -284,3 +285,23 @@ async def test_all_shards_failing_raises_source_error(tmp_path: Path) -> None:
     source = config([str(tmp_path / "missing-{0..2}.tar"), str(tmp_path / "bad.tar")])
     with pytest.raises(SourceError, match="all 4 webdataset shard"):
         await collect(source)
+
+
+@pytest.mark.parametrize("random_sampling", [False, True])
+async def test_all_shards_truncated_delivers_what_it_can_then_raises(
+    tmp_path: Path, random_sampling: bool
+) -> None:
+    pattern, keys = write_shards(tmp_path, 2, 5)
+    cut_inside(tmp_path / "shard-000.tar", "s0004.jpg", 100)
+    cut_inside(tmp_path / "shard-001.tar", "s0009.jpg", 100)
+    source = config(pattern, random_sampling=random_sampling, seed=1)
+    stats = Stats()
+    ids: list[str] = []
+    with ThreadPoolExecutor(2) as executor:
+        ctx = SourceContext(environment=Environment(), executor=executor, stats=stats)
+        with pytest.raises(SourceError, match="all 2 webdataset shard"):
+            async with asyncio.timeout(20):
+                async for sample in iter_webdataset(source, ctx):
+                    ids.append(sample.id)  # noqa: PERF401 - a comprehension would lose them
+    assert sorted(ids) == [k for k in keys if k not in ("s0004", "s0009")]
+    assert (stats.source_errors, stats.skipped) == (2, 2)
