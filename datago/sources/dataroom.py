@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +34,9 @@ from datago.sources.http import HttpClient, HttpStatusError
 _MIN_WINDOW = 32
 
 
-async def iter_dataroom(config: DbSourceConfig, ctx: SourceContext) -> AsyncIterator[RawSample]:
+async def iter_dataroom(
+    config: DbSourceConfig, ctx: SourceContext
+) -> AsyncGenerator[RawSample, None]:
     """Yield one raw sample (downloaded bytes and metadata) per dataroom item of this part."""
     api_url = _api_url(ctx.environment)
     plan = plan_split(config, ctx.workers)

@@ -10,6 +10,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 PayloadKind = Literal["masks", "additional_images", "latents"]
+_JSON_TYPES = {
+    dict: "an object",
+    list: "a list",
+    str: "a string",
+    int: "an integer",
+    bool: "a boolean",
+}
 
 
 class MalformedItem(ValueError):
@@ -77,7 +84,7 @@ def _parse_fields(sample_id: str, item: dict[str, Any]) -> ItemRefs:
 def _typed(item: dict[str, Any], key: str, kind: type[Any]) -> Any:
     value = item.get(key)
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise ValueError(f"{key} must be a {kind.__name__}, got {_show(value)}")
+        raise ValueError(f"{key} must be {_JSON_TYPES[kind]}, got {_show(value)}")
     return value
 
 
@@ -106,4 +113,4 @@ def _latent_file(entry: Any) -> tuple[PayloadKind, str, str]:
 
 
 def _show(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
+    return "null" if value is None else _JSON_TYPES.get(type(value), type(value).__name__)
