@@ -1,0 +1,280 @@
+"""The dataroom-compatible folder server: catalogue rules, pagination, filters, auth, media."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from datago.dataroom_server import make_app, scan_folder
+from tests.conftest import encode, photo
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """7 images: 4 at the top ("local"), 3 in `beach/`, with sidecars of every kind."""
+    root = tmp_path / "root"
+    (root / "beach" / "deep").mkdir(parents=True)
+    sizes = {"a.jpg": (40, 30), "b.png": (20, 60), "c.jpg": (64, 64), "img.v2.jpg": (10, 10)}
+    sizes |= {"beach/d.jpg": (50, 25), "beach/e.webp": (30, 30), "beach/deep/f.jpg": (16, 48)}
+    for seed, (name, size) in enumerate(sizes.items()):
+        fmt = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}[name.rsplit(".", 1)[1]]
+        (root / name).write_bytes(encode(photo(*size, seed=seed), fmt))
+    sidecars = {
+        "a.json": {"score": 0.9, "tags": ["sun", "sea"], "duplicate_state": 1},
+        "b.json": {"score": 0.2, "tags": ["sea"], "coca_embedding": [0.5, 0.25]},
+        "beach/d.json": {"score": 0.5, "kind": "photo", "duplicate_state": 2},
+    }
+    for name, data in sidecars.items():
+        (root / name).write_text(json.dumps(data))
+    (root / "a.txt").write_text("a red boat\n")
+    (root / "a.mask.png").write_bytes(encode(photo(40, 30, seed=9).convert("L"), "PNG"))
+    (root / "a.image_depth.png").write_bytes(encode(photo(40, 30, seed=8), "PNG"))
+    (root / "a.latent_vae.npy").write_bytes(b"latent")
+    (root / "beach" / "d.mask.png").write_bytes(encode(photo(50, 25, seed=7).convert("L"), "PNG"))
+    (root / "notes.json").write_text("{}")  # no image of that name: ignored
+    (root / "broken.jpg").write_bytes(b"not a jpeg")  # left out with a warning
+    return root
+
+
+@pytest.fixture
+async def client(folder: Path) -> AsyncIterator[TestClient[Any, Any]]:
+    async with TestClient(TestServer(make_app(folder, seed=1), host="127.0.0.1")) as test_client:
+        yield test_client
+
+
+async def get(client: TestClient[Any, Any], path: str, status: int = 200, **params: Any) -> Any:
+    response = await client.get(path, params=params)
+    assert response.status == status, await response.text()
+    return await response.json()
+
+
+def test_catalogue_ids_sources_and_sidecars(folder: Path) -> None:
+    items = {item.id: item for item in scan_folder(folder)}
+    assert list(items) == [
+        "a.jpg", "b.png", "beach/d.jpg", "beach/deep/f.jpg", "beach/e.webp", "c.jpg", "img.v2.jpg",
+    ]  # fmt: skip
+    a, d = items["a.jpg"], items["beach/d.jpg"]
+    assert (a.source, d.source, items["beach/deep/f.jpg"].source) == ("local", "beach", "beach")
+    assert a.attributes == {"width": 40, "height": 30, "score": 0.9, "caption": "a red boat"}
+    assert (a.tags, a.duplicate_state, a.coca_embedding) == (["sun", "sea"], 1, None)
+    assert a.latents == {
+        "mask": "a.mask.png",
+        "image_depth": "a.image_depth.png",
+        "latent_vae": "a.latent_vae.npy",
+    }
+    assert d.latents == {"mask": "beach/d.mask.png"}
+    assert d.attributes == {"width": 50, "height": 25, "score": 0.5, "kind": "photo"}
+    assert items["b.png"].coca_embedding == [0.5, 0.25]
+    assert items["c.jpg"].attributes == {"width": 64, "height": 64}
+
+
+async def test_cursor_pages_end_with_an_empty_page(
+    client: TestClient[Any, Any], folder: Path
+) -> None:
+    ids, url, pages = [], "/api/images/?page_size=3&fields=id", 0
+    while url:
+        response = await client.get(url)
+        assert response.status == 200
+        body = await response.json()
+        pages += 1
+        ids += [item["id"] for item in body["results"]]
+        assert all(list(item) == ["id"] for item in body["results"])
+        if body["next"] is None:
+            assert body["results"] == []
+            break
+        assert body["next"].startswith(str(client.make_url("/api/images/")))
+        url = body["next"].removeprefix(str(client.make_url("")))
+        assert f"cursor={ids[-1].replace('/', '%2F')}" in url or f"cursor={ids[-1]}" in url
+    assert ids == [item.id for item in scan_folder(folder)]
+    assert pages == 4  # 3 + 3 + 1, then the empty page
+
+
+@pytest.mark.parametrize("page_size", ["0", "2001", "x"])
+async def test_bad_page_size_is_a_400(client: TestClient[Any, Any], page_size: str) -> None:
+    body = await get(client, "/api/images/", 400, page_size=page_size)
+    assert "page_size" in body["detail"]
+    await get(client, "/api/images/random/", 400, page_size=page_size)
+
+
+async def test_fields_default_selection_and_unknown_names(client: TestClient[Any, Any]) -> None:
+    (first,) = (await get(client, "/api/images/", page_size=1))["results"]
+    assert list(first) == [
+        "id", "source", "image_direct_url", "width", "height", "short_edge", "pixel_count",
+        "aspect_ratio", "tags", "attributes",
+    ]  # fmt: skip
+    assert (first["short_edge"], first["pixel_count"], first["aspect_ratio"]) == (30, 1200, 40 / 30)
+    fields = "source,bogus,latents,coca_embedding,duplicate_state"
+    (a,) = (await get(client, "/api/images/", page_size=1, fields=fields))["results"]
+    assert list(a) == ["id", "source", "latents", "coca_embedding", "duplicate_state"]
+    base = str(client.make_url("/media/"))
+    assert a["latents"] == [
+        {"latent_type": "image_depth", "file_direct_url": base + "a.image_depth.png", "is_mask": False},
+        {"latent_type": "latent_vae", "file_direct_url": base + "a.latent_vae.npy", "is_mask": False},
+        {"latent_type": "mask", "file_direct_url": base + "a.mask.png", "is_mask": True},
+    ]  # fmt: skip
+    (a,) = (
+        await get(client, "/api/images/", page_size=1, fields="latents", return_latents="mask")
+    )["results"]
+    assert [latent["latent_type"] for latent in a["latents"]] == ["mask"]
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"sources": "beach"}, ["beach/d.jpg", "beach/deep/f.jpg", "beach/e.webp"]),
+        ({"sources__ne": "beach,local"}, []),
+        ({"tags": "sun,nope"}, ["a.jpg"]),
+        ({"tags": "sea"}, ["a.jpg", "b.png"]),
+        ({"tags__all": "sea,sun"}, ["a.jpg"]),
+        ({"tags__ne": "sun", "sources": "local"}, ["b.png", "c.jpg", "img.v2.jpg"]),
+        ({"tags__ne_all": "sea,sun", "tags": "sea"}, ["b.png"]),
+        ({"tags__empty": "false"}, ["a.jpg", "b.png"]),
+        ({"has_attributes": "score,kind"}, ["beach/d.jpg"]),
+        ({"lacks_attributes": "score", "sources": "local"}, ["c.jpg", "img.v2.jpg"]),
+        ({"has_masks": "mask"}, ["a.jpg", "beach/d.jpg"]),
+        ({"has_latents": "latent_vae,mask"}, ["a.jpg"]),
+        ({"lacks_latents": "mask", "sources": "local"}, ["b.png", "c.jpg", "img.v2.jpg"]),
+        ({"short_edge__gte": "30"}, ["a.jpg", "beach/e.webp", "c.jpg"]),
+        ({"pixel_count__lt": "900"}, ["beach/deep/f.jpg", "img.v2.jpg"]),
+        ({"aspect_ratio__gt": "1.5"}, ["beach/d.jpg"]),
+        ({"duplicate_state": "2"}, ["beach/d.jpg"]),
+        ({"attributes": "score__gte:0.5"}, ["a.jpg", "beach/d.jpg"]),
+        ({"attributes": "score__lt:0.8,kind:photo"}, ["beach/d.jpg"]),
+        ({"attributes": "caption__ne:x"}, ["a.jpg"]),
+        ({"unknown_param": "1", "sources": "local", "attributes": "score:0.2"}, ["b.png"]),
+    ],
+)
+async def test_filters(
+    client: TestClient[Any, Any], params: dict[str, Any], expected: list[str]
+) -> None:
+    body = await get(client, "/api/images/", fields="id", **params)
+    assert [item["id"] for item in body["results"]] == expected
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"short_edge__gte": "big"},
+        {"duplicate_state": "3"},
+        {"attributes": "score"},
+        {"attributes": "score__near:1"},
+        {"partitions_count": "2"},
+        {"partitions_count": "1", "partition": "0"},
+        {"partitions_count": "49", "partition": "0"},
+        {"partitions_count": "4", "partition": "4"},
+    ],
+)
+async def test_bad_filter_values_are_a_400(
+    client: TestClient[Any, Any], params: dict[str, Any]
+) -> None:
+    assert "detail" in await get(client, "/api/images/", 400, **params)
+
+
+@pytest.mark.parametrize("count", [2, 3, 7, 48])
+async def test_partitions_are_disjoint_and_complete(
+    client: TestClient[Any, Any], folder: Path, count: int
+) -> None:
+    parts = [
+        [
+            item["id"]
+            for item in (
+                await get(client, "/api/images/", partitions_count=count, partition=index)
+            )["results"]
+        ]
+        for index in range(count)
+    ]
+    every = [sample_id for part in parts for sample_id in part]
+    assert sorted(every) == [item.id for item in scan_folder(folder)]
+
+
+async def test_random_pages_draw_matching_items_without_next(
+    client: TestClient[Any, Any],
+) -> None:
+    seen: set[str] = set()
+    for _ in range(20):
+        body = await get(client, "/api/images/random/", page_size=2, sources="local")
+        assert body["next"] is None
+        assert len(body["results"]) == 2
+        seen |= {item["id"] for item in body["results"]}
+    assert seen == {"a.jpg", "b.png", "c.jpg", "img.v2.jpg"}
+    body = await get(client, "/api/images/random/", page_size=5, tags="nope")
+    assert body == {"next": None, "results": []}
+
+
+async def test_media_bytes_and_unknown_paths(client: TestClient[Any, Any], folder: Path) -> None:
+    (item,) = (await get(client, "/api/images/", page_size=1, sources="beach"))["results"]
+    response = await client.get(item["image_direct_url"].removeprefix(str(client.make_url(""))))
+    assert response.status == 200
+    assert response.content_type == "image/jpeg"
+    assert await response.read() == (folder / "beach" / "d.jpg").read_bytes()
+    for path in ("/media/nope.jpg", "/media/notes.json", "/media/../root/a.jpg"):
+        assert (await client.get(path)).status == 404
+
+
+async def test_token_is_required_for_the_api_only(folder: Path) -> None:
+    app = make_app(folder, token="t0k")
+    async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
+        for headers in ({}, {"Authorization": "Token nope"}, {"Authorization": "Bearer t0k"}):
+            response = await test_client.get("/api/images/", headers=headers)
+            assert response.status == 401
+            assert await response.json() == {"detail": "Invalid token."}
+        for header in ("Token t0k", "Token  t0k"):  # upstream sends two spaces on later pages
+            response = await test_client.get("/api/images/", headers={"Authorization": header})
+            assert response.status == 200
+            assert len((await response.json())["results"]) == 7
+        assert (await test_client.get("/media/a.jpg")).status == 200
+
+
+def test_runs_as_a_module(folder: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "datago.dataroom_server", "--root", str(folder)]
+    command += ["--port", str(port), "--token", "t"]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/images/?fields=id&sources=beach",
+            headers={"Authorization": "Token t"},
+        )
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    body = json.load(response)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the server did not come up"
+                time.sleep(0.1)
+        assert [item["id"] for item in body["results"]] == [
+            "beach/d.jpg",
+            "beach/deep/f.jpg",
+            "beach/e.webp",
+        ]
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+async def test_a_big_folder_pages_quickly(tmp_path: Path) -> None:
+    image = encode(photo(8, 8))
+    for index in range(1000):
+        (tmp_path / f"{index:05d}.jpg").write_bytes(image)
+    async with TestClient(TestServer(make_app(tmp_path), host="127.0.0.1")) as test_client:
+        start, url, count = time.monotonic(), "/api/images/?page_size=100&fields=id", 0
+        while url:
+            body = await (await test_client.get(url)).json()
+            count += len(body["results"])
+            url = body["next"] and body["next"].removeprefix(str(test_client.make_url("")))
+        assert count == 1000
+        assert time.monotonic() - start < 5
