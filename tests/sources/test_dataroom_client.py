@@ -1,0 +1,111 @@
+"""End to end: `DatagoClient` with `source_type: "db"` on the folder server over loopback."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from aiohttp.test_utils import TestServer
+from PIL import Image
+
+from datago import DatagoClient, SourceError
+from datago.dataroom_server import make_app
+from tests.conftest import encode, photo
+from tests.sources.test_dataroom import write_catalogue
+
+TOKEN = "e2e-token"
+
+
+@contextlib.asynccontextmanager
+async def serving(root: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
+    """The folder server on 127.0.0.1, named by DATAROOM_API_URL and DATAROOM_API_KEY."""
+    server = TestServer(make_app(root, token=TOKEN), host="127.0.0.1")
+    await server.start_server()
+    monkeypatch.setenv("DATAROOM_API_URL", str(server.make_url("/api/")))
+    monkeypatch.setenv("DATAROOM_API_KEY", TOKEN)
+    try:
+        yield
+    finally:
+        await server.close()
+
+
+def pixels(path: Path) -> np.ndarray[Any, np.dtype[np.uint8]]:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+async def test_client_reads_the_api_with_an_exact_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    catalogue = write_catalogue(tmp_path / "data")
+    config = {
+        "source_type": "db",
+        "source_config": {"sources": "alpha,beta", "page_size": 10, "require_images": True},
+        "limit": 17,
+    }
+    async with serving(tmp_path / "data", monkeypatch), DatagoClient(config) as client:
+        samples = [sample async for sample in client]
+    wanted = sorted(key for key in catalogue if not key.startswith("gamma/"))[:17]
+    assert [s.id for s in samples] == wanted
+    for sample in samples:
+        meta = catalogue[sample.id]
+        assert (sample.image.width, sample.image.height) == (meta["width"], meta["height"])
+        assert sample.image.to_numpy().shape == (meta["height"], meta["width"], 3)
+        assert sample.attributes["score"] == meta["score"]
+        assert sample.duplicate_state == meta.get("duplicate_state", -1)
+    assert client.stats.samples == 17
+
+
+async def test_client_decodes_masks_and_additional_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "data" / "alpha"
+    folder.mkdir(parents=True)
+    (folder / "cat.png").write_bytes(encode(photo(48, 32, 1), "PNG"))
+    (folder / "cat.mask.png").write_bytes(encode(photo(48, 32, 2).convert("L"), "PNG"))
+    (folder / "cat.image_bg.png").write_bytes(encode(photo(48, 32, 3), "PNG"))
+    (folder / "cat.latent_x.bin").write_bytes(b"\x00\x01raw")
+    config = {
+        "source_type": "db",
+        "source_config": {
+            "sources": "alpha",
+            "page_size": 5,
+            "require_images": True,
+            "has_masks": "mask",
+            "has_latents": "image_bg,latent_x",
+        },
+    }
+    async with serving(tmp_path / "data", monkeypatch), DatagoClient(config) as client:
+        (sample,) = [sample async for sample in client]
+    np.testing.assert_array_equal(sample.image.to_numpy(), pixels(folder / "cat.png"))
+    np.testing.assert_array_equal(
+        sample.additional_images["image_bg"].to_numpy(), pixels(folder / "cat.image_bg.png")
+    )
+    mask = sample.masks["mask"].to_numpy()
+    with Image.open(folder / "cat.mask.png") as reference:
+        assert mask.shape[:2] == (32, 48)
+        np.testing.assert_array_equal(mask[..., 0], np.asarray(reference))
+    assert sample.latents == {"latent_x": b"\x00\x01raw"}
+
+
+async def test_client_raises_a_wrong_token_at_the_consumer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_catalogue(tmp_path / "data")
+    config = {"source_type": "db", "source_config": {"sources": "alpha", "page_size": 10}}
+    async with serving(tmp_path / "data", monkeypatch):
+        monkeypatch.setenv("DATAROOM_API_KEY", "wrong")
+        async with DatagoClient(config) as client:
+            with pytest.raises(SourceError, match="DATAROOM_API_KEY"):
+                await client.aget_sample()
+
+
+def test_client_without_api_url_raises_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DATAROOM_API_URL", raising=False)
+    config = {"source_type": "db", "source_config": {"sources": "alpha", "page_size": 10}}
+    with DatagoClient(config) as client, pytest.raises(SourceError, match="DATAROOM_API_URL"):
+        client.get_sample()
