@@ -27,7 +27,7 @@ from typing import Any
 from datago.config import DbSourceConfig, Environment
 from datago.errors import SourceError
 from datago.sources.base import RawSample, SourceContext
-from datago.sources.dataroom_items import ItemRefs, MalformedItem, parse_item
+from datago.sources.dataroom_items import ItemRefs, MalformedItem, Page, parse_page
 from datago.sources.dataroom_query import SplitPlan, first_page_url, plan_split
 from datago.sources.http import HttpClient, HttpStatusError
 
@@ -82,6 +82,7 @@ class _Reader:
         self.random = config.random_sampling
         self.keeps = plan.keeps
         self.stats = ctx.stats
+        self.executor = ctx.executor
         key = ctx.environment.dataroom_api_key
         self.headers = {"Authorization": f"Token {key}"} if key else {}
         self.http = HttpClient(attempts=ctx.environment.max_retries)
@@ -100,21 +101,21 @@ class _Reader:
 
     async def _paginate(self, first_url: str) -> None:
         number = 1
-        fetch: asyncio.Task[tuple[list[Any], str | None]] | None
-        fetch = self._spawn(self._page(first_url, number))
+        fetch: asyncio.Task[Page] | None = self._spawn(self._page(first_url, number))
         while fetch is not None:
-            results, next_url = await fetch
+            page = await fetch
+            next_url = page.next_url
             if self.random:
-                next_url = first_url if results else None
+                next_url = first_url if page.items else None
             number += 1
             fetch = self._spawn(self._page(next_url, number)) if next_url else None
-            for item in results:
+            for item in page.items:
                 await self._dispatch(item)
 
-    async def _page(self, url: str, number: int) -> tuple[list[Any], str | None]:
-        """The `results` and `next` of one page; raises `SourceError` once retries are spent."""
+    async def _page(self, url: str, number: int) -> Page:
+        """One page, parsed in the executor; raises `SourceError` once retries are spent."""
         try:
-            body = await self.http.get_json(url, self.headers)
+            body = await self.http.get_bytes(url, self.headers)
         except HttpStatusError as exc:
             if exc.status in (401, 403):
                 raise SourceError(
@@ -125,22 +126,16 @@ class _Reader:
         except SourceError as exc:
             hint = " (is DATAROOM_API_URL right and the API up?)" if number == 1 else ""
             raise SourceError(f"dataroom page {number} failed: {exc}{hint}") from exc
-        results = body.get("results") if isinstance(body, dict) else None
-        next_url = body.get("next") if isinstance(body, dict) else None
-        if not isinstance(results, list) or not isinstance(next_url, str | None):
-            raise SourceError(
-                f"dataroom page {number} ({url}) is not {{'results': [...], 'next': url or null}}"
-            )
-        return results, next_url or None
-
-    async def _dispatch(self, item: Any) -> None:
         try:
-            refs = parse_item(item)
-        except MalformedItem as exc:
-            self.stats.skip(exc.sample_id, f"malformed dataroom item: {exc}")
-            return
-        if self.random or self.keeps(refs.id):
-            await self.pending.put(self._spawn(self._download(refs)))
+            return await asyncio.get_running_loop().run_in_executor(self.executor, parse_page, body)
+        except ValueError as exc:
+            raise SourceError(f"dataroom page {number} ({url}): {exc}") from exc
+
+    async def _dispatch(self, item: ItemRefs | MalformedItem) -> None:
+        if isinstance(item, MalformedItem):
+            self.stats.skip(item.sample_id, f"malformed dataroom item: {item}")
+        elif self.random or self.keeps(item.id):
+            await self.pending.put(self._spawn(self._download(item)))
 
     async def _download(self, refs: ItemRefs) -> RawSample | None:
         """The sample with its image and latent files, or None (counted) if one is missing."""

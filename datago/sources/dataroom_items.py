@@ -1,11 +1,14 @@
-"""One dataroom result item checked against the API schema: metadata and the URLs to fetch.
+"""Dataroom pages and items checked against the API schema: metadata and the URLs to fetch.
 
-Pure, no I/O. `parse_item` raises `MalformedItem` with the reason; the source counts the
-item as skipped and goes on (upstream panics and ends the whole stream).
+Pure, no I/O. `parse_page` runs in the executor: a page of 2000 items with embeddings is
+megabytes of JSON, too slow to parse on the event loop. A malformed item comes back as a
+`MalformedItem` with the reason; the source counts it as skipped and goes on (upstream
+panics and ends the whole stream).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -40,6 +43,33 @@ class ItemRefs:
     image_url: str | None
     files: list[tuple[PayloadKind, str, str]] = field(default_factory=list)
     """(kind, latent_type, url) per entry of `latents`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of `images/`: its items in order, and the absolute URL of the next page."""
+
+    items: list[ItemRefs | MalformedItem]
+    next_url: str | None
+
+
+def parse_page(body: bytes) -> Page:
+    """Parse `{"results": [...], "next": url | null}`; raises `ValueError` if it is not that."""
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise ValueError(f"the body is not JSON ({exc})") from exc
+    results = data.get("results") if isinstance(data, dict) else None
+    next_url = data.get("next") if isinstance(data, dict) else None
+    if not isinstance(results, list) or not isinstance(next_url, str | None):
+        raise ValueError("the body is not {'results': [...], 'next': url or null}")
+    items: list[ItemRefs | MalformedItem] = []
+    for item in results:
+        try:
+            items.append(parse_item(item))
+        except MalformedItem as exc:
+            items.append(exc)
+    return Page(items, next_url or None)
 
 
 def payload_kind(latent_type: str, is_mask: bool) -> PayloadKind:

@@ -311,6 +311,18 @@ async def test_a_later_page_lost_for_good_raises_after_the_earlier_samples(
     assert [s.id for s in samples] == ids_of(catalogue, "alpha", "beta")[:20]  # no page twice
 
 
+async def test_a_page_that_is_not_json_is_a_source_error(
+    api: Api, executor: ThreadPoolExecutor
+) -> None:
+    api.faults = [(lambda request: request.query.get("cursor") == "alpha/img_009.jpg", 200)]
+    samples: list[RawSample] = []
+    with pytest.raises(
+        SourceError, match=r"page 2 \(http://127.0.0.1:\d+/api/images/\?.*\): the body is not JSON"
+    ):
+        await collect(db(), context(api, executor), into=samples)
+    assert len(samples) == 10
+
+
 async def test_a_missing_image_is_skipped_and_counted(
     api: Api, executor: ThreadPoolExecutor, catalogue: dict[str, Any]
 ) -> None:

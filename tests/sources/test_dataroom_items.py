@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
-from datago.sources.dataroom_items import MalformedItem, parse_item, payload_kind
+from datago.sources.dataroom_items import (
+    MalformedItem,
+    Page,
+    parse_item,
+    parse_page,
+    payload_kind,
+)
 
 
 def item(**overrides: Any) -> dict[str, Any]:
@@ -90,3 +97,19 @@ def test_malformed_items_name_the_problem(raw: Any, sample_id: str, reason: str)
     with pytest.raises(MalformedItem, match=reason) as caught:
         parse_item(raw)
     assert caught.value.sample_id == sample_id
+
+
+def test_pages_keep_item_order_and_malformed_items() -> None:
+    body = {"next": "http://h/api/images/?cursor=b", "results": [item(), {"id": "b"}]}
+    page = parse_page(json.dumps(body).encode())
+    assert page.next_url == "http://h/api/images/?cursor=b"
+    assert [type(entry).__name__ for entry in page.items] == ["ItemRefs", "MalformedItem"]
+    assert parse_page(b'{"results": []}') == Page([], None)
+
+
+@pytest.mark.parametrize(
+    "body", [b"<html>", b"[]", b'{"next": null}', b'{"results": {}}', b'{"results": [], "next": 1}']
+)
+def test_a_page_that_is_not_a_dataroom_page_is_an_error(body: bytes) -> None:
+    with pytest.raises(ValueError):
+        parse_page(body)
