@@ -1,9 +1,11 @@
-"""WebDataset source speed: tar parsing (ours vs `tarfile`) and shard streaming without decode.
+"""WebDataset source speed: tar parsing (ours vs `tarfile`), shard streaming without decode,
+and (with `--decode N`) `DatagoClient` images/s on the same photos as files and as shards.
 
-    python -m benchmarks.bench_webdataset [--samples 2000] [--image-kb 300]
+    python -m benchmarks.bench_webdataset [--samples 2000] [--image-kb 300] [--decode 200]
 
-Prints a markdown table. Shards are generated in memory / a temporary folder; the HTTP server
-is aiohttp on 127.0.0.1 in the same process (so the server's CPU counts against the loader).
+Prints a markdown table. Streaming shards are generated in a temporary folder and served by
+aiohttp on 127.0.0.1 in the same process (its CPU counts against the loader). The decode rows
+use photos from `datago.demo` in benchmarks/data/ and `python -m http.server` in a subprocess.
 """
 
 from __future__ import annotations
@@ -13,21 +15,28 @@ import asyncio
 import io
 import json
 import os
+import socket
+import subprocess
+import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from datago import DatagoClient
 from datago.config import Environment, WebDatasetSourceConfig
 from datago.sources.base import SourceContext
 from datago.sources.tar_stream import TarStreamParser
 from datago.sources.wds_groups import SampleGrouper
 from datago.sources.webdataset import iter_webdataset
 from datago.stats import Stats
+
+DECODE_FOLDER = Path("benchmarks/data/wds_decode")
 
 
 def make_shard(samples: int, image_bytes: int, first: int = 0) -> bytes:
@@ -121,11 +130,80 @@ async def streaming_rows(shards: list[bytes], folder: Path) -> list[str]:
     return rows
 
 
+def pack_shards(photos: list[Path], folder: Path, per_shard: int = 50) -> str:
+    """Tar the photos as `<key>.jpg` samples; returns the shard brace pattern."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shards = (len(photos) + per_shard - 1) // per_shard
+    for shard in range(shards):
+        with tarfile.open(folder / f"shard-{shard:03d}.tar", "w") as tar:
+            for photo in photos[shard * per_shard : (shard + 1) * per_shard]:
+                tar.add(photo, arcname=photo.name)
+    return f"shard-{{000..{shards - 1:03d}}}.tar"
+
+
+def images_per_s(source_type: str, source: Mapping[str, object], resize: bool) -> float:
+    """Best of two passes of `DatagoClient` over the whole source."""
+    config: dict[str, object] = {"source_type": source_type, "source_config": source}
+    if resize:
+        config["image_config"] = {
+            "crop_and_resize": True,
+            "default_image_size": 512,
+            "downsampling_ratio": 16,
+            "min_aspect_ratio": 0.5,
+            "max_aspect_ratio": 2.0,
+        }
+    best = 0.0
+    for _ in range(2):
+        with DatagoClient(config) as client:
+            start = time.perf_counter()
+            count = sum(1 for _ in client)
+            best = max(best, count / (time.perf_counter() - start))
+    return best
+
+
+def decode_rows(count: int) -> list[str]:
+    from datago.demo import write_photos
+
+    photos = write_photos(DECODE_FOLDER / "photos", count, sizes=[(1280, 960), (960, 1280)])
+    pattern = pack_shards(photos, DECODE_FOLDER / "shards")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
+    server = subprocess.Popen(
+        [*command, "--directory", str(DECODE_FOLDER / "shards")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(1.0)
+        sources = [
+            ("files", "file", {"root_path": str(DECODE_FOLDER / "photos")}),
+            ("wds local", "webdataset", {"url": str(DECODE_FOLDER / "shards" / pattern)}),
+            ("wds HTTP", "webdataset", {"url": f"http://127.0.0.1:{port}/{pattern}"}),
+        ]
+        rows = []
+        for resize in (False, True):
+            rates = [(name, images_per_s(kind, src, resize)) for name, kind, src in sources]
+            what = "crop+resize 512" if resize else "decode"
+            cells = ", ".join(f"{name} {rate:,.0f}" for name, rate in rates)
+            ratio = rates[2][1] / rates[0][1]
+            rows.append(
+                f"| DatagoClient {what}, {count} 1.2 MP JPEGs | {cells} img/s |"
+                f" wds HTTP / files = {ratio:.2f} |"
+            )
+        return rows
+    finally:
+        server.terminate()
+        server.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--samples", type=int, default=2000, help="samples in all shards")
     parser.add_argument("--image-kb", type=int, default=300, help="bytes of each image, KiB")
     parser.add_argument("--shards", type=int, default=8)
+    parser.add_argument("--decode", type=int, default=0, help="photos for the decode rows")
     args = parser.parse_args()
 
     small = make_shard(2000, 2048)
@@ -148,6 +226,8 @@ def main() -> None:
             (Path(folder) / f"shard-{index:03d}.tar").write_bytes(shard)
         for row in asyncio.run(streaming_rows(shards, Path(folder))):
             print(row)
+    for row in decode_rows(args.decode) if args.decode else []:
+        print(row)
 
 
 if __name__ == "__main__":

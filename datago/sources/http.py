@@ -102,9 +102,9 @@ class HttpClient:
             raise SourceError(f"GET {url}: the body is not JSON ({exc})") from exc
 
     async def stream(
-        self, url: str, headers: Mapping[str, str] | None = None, chunk_size: int = 1 << 20
+        self, url: str, headers: Mapping[str, str] | None = None
     ) -> AsyncIterator[bytes]:
-        """The body of a GET in chunks, resumed after a failure mid-body (see the module doc).
+        """The body of a GET in chunks as they arrive (not copied), resumed after a failure.
 
         `attempts` bounds the failures in a row; a failure after some progress starts the
         count again, so a long shard survives several resets.
@@ -135,7 +135,7 @@ class HttpClient:
                             f"GET {url}: the server resumed at {start}, not {received}"
                         )
                     drop = received - start  # bytes sent again that were delivered already
-                    async for chunk in response.content.iter_chunked(chunk_size):
+                    async for chunk, _ in response.content.iter_chunks():
                         if drop >= len(chunk):
                             drop -= len(chunk)
                             continue

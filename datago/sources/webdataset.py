@@ -42,7 +42,6 @@ HTTP_STALL_TIMEOUT_S = 60.0
 """A shard download fails (and is retried) when no byte arrives for this long."""
 HTTP_BACKOFF_BASE_S = 0.1
 LOCAL_CHUNK_BYTES = 4 << 20
-HTTP_CHUNK_BYTES = 1 << 20
 
 
 async def iter_webdataset(
@@ -184,7 +183,7 @@ class _ShardStreamer:
         self, url: str, parser: TarStreamParser
     ) -> AsyncGenerator[list[TarMember], None]:
         assert self.client is not None
-        async for chunk in self.client.stream(url, self.headers, HTTP_CHUNK_BYTES):
+        async for chunk in self.client.stream(url, self.headers):
             if members := parser.feed(chunk):
                 yield members
             if parser.ended:

@@ -19,7 +19,7 @@ BODY = os.urandom(300_000)
 
 async def read_all(client: HttpClient, url: str) -> bytes:
     async with asyncio.timeout(20):
-        return b"".join([chunk async for chunk in client.stream(url, chunk_size=4096)])
+        return b"".join([chunk async for chunk in client.stream(url)])
 
 
 @pytest.mark.parametrize("ranges", [True, False])
