@@ -244,3 +244,24 @@ async def test_the_event_loop_is_never_blocked(
             assert [s.id for s in samples] == ["b0", "b1", "b2"]
             assert samples[2].image == big["jpg"]
     assert not [r for r in caplog.records if "Executing" in r.getMessage()]
+
+
+async def test_a_slow_consumer_is_not_a_stalled_server(tmp_path: Path) -> None:
+    # 9 MB: more than socket and aiohttp buffers hold, so reading pauses for longer than the
+    # stall timeout (0.3 s in these tests) while the consumer sleeps.
+    keys = [f"k{i:02d}" for i in range(30)]
+    samples = [(key, {"jpg": os.urandom(300_000)}) for key in keys]
+    server = ShardServer({"shard-000.tar": write_tar(tmp_path / "big.tar", samples).read_bytes()})
+    stats = Stats()
+    ids = []
+    async with serving(server) as base:
+        with ThreadPoolExecutor(2) as executor:
+            ctx = SourceContext(environment=Environment(), executor=executor, stats=stats)
+            stream = webdataset.iter_webdataset(config(base + "shard-000.tar"), ctx)
+            async with asyncio.timeout(20), contextlib.aclosing(stream):
+                async for sample in stream:
+                    ids.append(sample.id)
+                    await asyncio.sleep(0.05)
+    assert ids == keys
+    assert len(server.requests) == 1
+    assert stats.source_errors == 0
