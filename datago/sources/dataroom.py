@@ -13,16 +13,17 @@ Failures: a page that still fails after retries raises `SourceError` (a 401/403 
 token), whether it is the first page or a later one, so a cut-short pass never looks like the
 end of the data. A malformed item, or a sample whose image or latent file cannot be
 downloaded (a 404, or retries spent), is counted in `stats` as skipped and the stream goes on.
-Samples come out in page order; at most `window` of them download at once.
+Samples come out in page order; at most max(32, 4 x DATAGO_MAX_TASKS) of them download at
+once, and the next page is read only when they leave room.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from datago.config import DbSourceConfig, Environment
 from datago.errors import SourceError
@@ -32,6 +33,7 @@ from datago.sources.dataroom_query import SplitPlan, first_page_url, plan_split
 from datago.sources.http import HttpClient, HttpStatusError
 
 _MIN_WINDOW = 32
+_T = TypeVar("_T")
 
 
 async def iter_dataroom(
@@ -147,10 +149,11 @@ class _Reader:
         except SourceError as exc:
             self.stats.skip(refs.id, f"download failed: {exc}")
             return None
+        image = payloads.pop(0) if refs.image_url is not None else None
         sample = RawSample(
             id=refs.id,
             source=refs.source,
-            image=payloads.pop(0) if refs.image_url is not None else None,
+            image=image,
             attributes=refs.attributes,
             duplicate_state=refs.duplicate_state,
             coca_embedding=refs.coca_embedding,
@@ -175,7 +178,7 @@ class _Reader:
             for download in downloads:
                 download.cancel()  # the others, once one has failed
 
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+    def _spawn(self, coro: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
         task = asyncio.create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)

@@ -374,6 +374,20 @@ async def test_downloads_run_concurrently_within_a_bounded_window(
     assert 8 <= api.media_most_in_flight <= 34  # the window is 32 (+ one being queued)
 
 
+async def test_the_event_loop_is_never_blocked(
+    api: Api, executor: ThreadPoolExecutor, caplog: pytest.LogCaptureFixture
+) -> None:
+    loop = asyncio.get_running_loop()
+    loop.set_debug(True)
+    loop.slow_callback_duration = 0.05
+    try:
+        samples = await collect(db(require_images=True, page_size=50), context(api, executor))
+    finally:
+        loop.set_debug(False)
+    assert len(samples) == 45
+    assert [r.message for r in caplog.records if "Executing" in r.message] == []
+
+
 async def test_closing_the_stream_cancels_downloads_and_closes_the_session(
     api: Api, executor: ThreadPoolExecutor
 ) -> None:
