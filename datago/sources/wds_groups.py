@@ -79,8 +79,7 @@ class SampleGrouper:
             self.key = key
             self.groups += 1
             self.kept = self.groups % self.keep_count == self.keep_index
-        if self.kept:
-            self.members[extension] = member.data
+        self.members[extension] = member.data  # also when not kept: it marks repeats
         return done
 
     def flush(self) -> RawSample | None:

@@ -305,3 +305,21 @@ async def test_all_shards_truncated_delivers_what_it_can_then_raises(
                     ids.append(sample.id)  # noqa: PERF401 - a comprehension would lose them
     assert sorted(ids) == [k for k in keys if k not in ("s0004", "s0009")]
     assert (stats.source_errors, stats.skipped) == (2, 2)
+
+
+async def test_parts_sharing_a_shard_agree_on_sample_boundaries(tmp_path: Path) -> None:
+    shard = tmp_path / "repeats.tar"
+    names = ["a.jpg", "a.jpg", "a.txt", "b.jpg", "b.jpg", "b.jpg", "c.jpg"]
+    with tarfile.open(shard, "w") as tar:
+        for index, name in enumerate(names):
+            info = tarfile.TarInfo(name)
+            info.size = 1
+            tar.addfile(info, io.BytesIO(bytes([index])))
+    parts = []
+    for rank in range(2):
+        samples, _ = await collect(config(str(shard), rank=rank, world_size=2))
+        parts.append([(s.id, s.image) for s in samples])
+    assert parts == [
+        [("a", b"\x00"), ("b", b"\x03"), ("b", b"\x05")],
+        [("a", b"\x01"), ("b", b"\x04"), ("c", b"\x06")],
+    ]
