@@ -75,10 +75,7 @@ class SampleGrouper:
         key, extension = parts
         done = None
         if key != self.key or extension in self.members:
-            done = self.flush()
-            self.key = key
-            self.groups += 1
-            self.kept = self.groups % self.keep_count == self.keep_index
+            done = self._start(key)
         self.members[extension] = member.data  # also when not kept: it marks repeats
         return done
 
@@ -111,9 +108,16 @@ class SampleGrouper:
         if parts is None or parts[0] == self.key:
             self.drop(reason)
             return None
-        done = self.flush()
-        self.add(TarMember(pending or "", b""))
+        done = self._start(parts[0])
         self.drop(reason)
+        return done
+
+    def _start(self, key: str) -> RawSample | None:
+        """Finish the current group and open the next, numbered in shard order."""
+        done = self.flush()
+        self.key = key
+        self.groups += 1
+        self.kept = self.groups % self.keep_count == self.keep_index
         return done
 
     def _build(self, key: str, members: dict[str, bytes]) -> RawSample | None:
