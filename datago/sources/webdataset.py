@@ -3,6 +3,9 @@
 - `url`: a path or an http(s) URL (a `file://` prefix is allowed), or a list of them, each
   brace-expanded (`shard-{000000..001281}.tar`, `{a,b}`). A URL without braces is one shard;
   upstream's GCS bucket listing mode is not supported.
+- Samples: `id` is the webdataset key (member path up to the first dot of the file name,
+  directory kept; upstream uses the stem up to the last dot), `source` the shard URL; the
+  member rules (image, masks, json, text) are in `wds_groups`.
 - Split: parts (rank x torch worker) take every n-th shard; with fewer shards than parts,
   parts share a shard and take every k-th sample of it (`shards.plan_part`). Upstream
   instead makes every rank download every shard and hashes keys.
@@ -18,7 +21,8 @@
   HTTP error after retries, truncated or corrupt tar) is counted in `stats.source_errors`;
   its samples read before the fault are kept, the partial one is a counted skip, and the
   other shards go on. If every shard of this part fails, `SourceError` is raised at the end
-  so that a dead source never looks like an empty one.
+  so that a dead source never looks like an empty one. `HTTP_STALL_TIMEOUT_S` and
+  `HTTP_BACKOFF_BASE_S` below are module settings (tests lower them), not config keys.
 """
 
 from __future__ import annotations
