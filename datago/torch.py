@@ -1,0 +1,276 @@
+"""`DatagoIterDataset`: datago as a torch `IterableDataset`, split by rank and DataLoader worker.
+
+Use it with `DataLoader(dataset, batch_size=None)`: datago decodes in its own threads and,
+with `batch_size`, batches itself by image shape. Only this module imports torch.
+
+Split: rank r of n comes from `source_config.rank/world_size` when `world_size > 1` there,
+else from `torch.distributed` when it is initialised, else from the `RANK`/`WORLD_SIZE`
+environment variables (torchrun sets them). Inside a rank, DataLoader worker w of W reads
+part w of W. Parts are disjoint and their union is the whole dataset.
+
+`limit` counts per rank, as upstream (every rank's client delivers `limit`): worker w of W
+delivers `limit // W + (w < limit % W)`. The rank total is exactly `limit` when every
+worker's part holds its share; for the file source that is whenever the rank holds
+`limit` good samples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from PIL import Image
+from torch.utils.data import IterableDataset, get_worker_info
+
+from datago.client import DatagoClient
+from datago.config import ClientConfig
+from datago.errors import ConfigError
+from datago.sample import ImagePayload, PixelArray, Sample
+from datago.sources.base import Partition
+from datago.torch_batching import ShapeBatcher
+
+__all__ = ["DatagoIterDataset"]
+
+Layout = Literal["chw", "hwc"]
+_DTYPES = {np.dtype(np.uint8): torch.uint8, np.dtype(np.uint16): torch.uint16}
+
+
+class DatagoIterDataset(IterableDataset[Any]):
+    """Samples of one datago config, split across ranks and DataLoader workers.
+
+    Args:
+        config: upstream's JSON config (text or dict) or a `ClientConfig`; parsed here.
+        return_python_types: yield upstream's `get_sample_auto_convert` dicts (PIL images;
+            `attributes` holds JSON values, not upstream's JSON text of each value).
+        batch_size: yield batches of this many samples of one image shape (see below).
+        drop_last: with `batch_size`, drop partial batches instead of yielding them.
+        tensors: without `batch_size`, yield one dict per sample with tensor images.
+        layout: tensor images as "chw" (default) or "hwc"; batches add N in front.
+        max_open_batches: with `batch_size`, batches (one per shape) filling at once.
+        pin_memory: allocate tensors in pinned memory; needs CUDA and `num_workers=0`
+            (with workers, use `DataLoader(pin_memory=True)`).
+
+    Items: `Sample` objects by default. With `tensors` or `batch_size`, dicts with the
+    `Sample` fields plus `original_size` (width, height); `image`, `masks` and
+    `additional_images` hold uint8 tensors (uint16 for 16-bit images). A batch dict holds a
+    list per field, except `image`: one (N, C, H, W) tensor. Batches fill per shape (the
+    aspect bucket with `crop_and_resize`); one is yielded when full, and at the end, or when
+    a new shape needs a slot beyond `max_open_batches` (the oldest goes), as a partial
+    batch unless `drop_last`. At most `max_open_batches * (batch_size - 1)` samples wait.
+
+    `len()` is the rank's `limit` when there is one and no `batch_size` (a TypeError
+    otherwise: the number of batches depends on the shapes).
+
+    Example:
+        >>> dataset = DatagoIterDataset(config, batch_size=32)
+        >>> for batch in DataLoader(dataset, batch_size=None, num_workers=2):
+        ...     images = batch["image"].cuda()
+    """
+
+    def __init__(
+        self,
+        config: str | Mapping[str, Any] | ClientConfig,
+        return_python_types: bool = False,
+        batch_size: int | None = None,
+        *,
+        drop_last: bool = False,
+        tensors: bool = False,
+        layout: Layout = "chw",
+        max_open_batches: int = 64,
+        pin_memory: bool = False,
+    ) -> None:
+        self.config = _parse(config)
+        if return_python_types and (tensors or batch_size is not None):
+            raise ConfigError("return_python_types cannot be combined with tensors or batch_size")
+        if batch_size is not None and batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        if drop_last and batch_size is None:
+            raise ConfigError("drop_last needs batch_size")
+        if max_open_batches < 1:
+            raise ConfigError(f"max_open_batches must be >= 1, got {max_open_batches}")
+        if layout not in ("chw", "hwc"):
+            raise ConfigError(f"layout must be 'chw' or 'hwc', got {layout!r}")
+        if pin_memory and not torch.cuda.is_available():
+            raise ConfigError("pin_memory=True needs CUDA, which is not available here")
+        self.return_python_types = return_python_types
+        self.batch_size = batch_size
+        self.drop_last = drop_last
+        self.tensors = tensors
+        self.layout: Layout = layout
+        self.max_open_batches = max_open_batches
+        self.pin_memory = pin_memory
+        self.epoch = 0
+        self._ranks: tuple[int, int] | None = None  # fixed when pickled for a spawned worker
+
+    def set_epoch(self, epoch: int) -> None:
+        """Pass number: reshuffles `random_sampling` with a seed (as `DistributedSampler`)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        if self.config.limit is None or self.batch_size is not None:
+            raise TypeError("len() needs a limit and no batch_size")
+        return self.config.limit
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A spawned worker does not see this process's torch.distributed group.
+        return {**self.__dict__, "_ranks": self._ranks or _ranks_of(self.config)}
+
+    def __iter__(self) -> Iterator[Any]:
+        info = get_worker_info()
+        if self.pin_memory and info is not None:
+            raise RuntimeError(
+                "pin_memory=True works with num_workers=0; with workers use "
+                "DataLoader(pin_memory=True)"
+            )
+        workers = Partition(info.id, info.num_workers) if info is not None else Partition()
+        config = _part_config(self.config, self._ranks or _ranks_of(self.config), workers)
+        if config is None:
+            return
+        client = DatagoClient(config, workers=workers)
+        try:
+            if self.epoch:
+                client.load_state_dict({"epoch": self.epoch, "position": 0, "delivered": 0})
+            yield from self._items(client)
+        finally:
+            client.close()
+
+    def _items(self, samples: Iterator[Sample] | DatagoClient) -> Iterator[Any]:
+        if self.return_python_types:
+            return map(to_python_types, samples)
+        if self.batch_size is None:
+            if not self.tensors:
+                return iter(samples)
+            return (self._collate([(s, s.image.to_numpy())]) for s in samples)
+        return self._batches(samples)
+
+    def _batches(self, samples: Iterator[Sample] | DatagoClient) -> Iterator[dict[str, Any]]:
+        assert self.batch_size is not None
+        batcher = ShapeBatcher[tuple[Sample, PixelArray]](
+            self.batch_size, drop_last=self.drop_last, max_open=self.max_open_batches
+        )
+        for sample in samples:
+            pixels = sample.image.to_numpy()
+            batch = batcher.add((pixels.shape, pixels.dtype.str), (sample, pixels))
+            if batch is not None:
+                yield self._collate(batch, batched=True)
+        for batch in batcher.flush():
+            yield self._collate(batch, batched=True)
+
+    def _collate(
+        self, items: Sequence[tuple[Sample, PixelArray]], batched: bool = False
+    ) -> dict[str, Any]:
+        fields = [self._fields(sample) for sample, _ in items]
+        image = to_tensor([pixels for _, pixels in items], self.layout, self.pin_memory)
+        if not batched:
+            return {**fields[0], "image": image[0]}
+        return {"image": image, **{key: [f[key] for f in fields] for key in fields[0]}}
+
+    def _fields(self, sample: Sample) -> dict[str, Any]:
+        def tensor(payload: ImagePayload) -> torch.Tensor:
+            return to_tensor([payload.to_numpy()], self.layout, self.pin_memory)[0]
+
+        return {
+            **_metadata(sample),
+            "original_size": (sample.image.original_width, sample.image.original_height),
+            "latents": dict(sample.latents),
+            "masks": {name: tensor(p) for name, p in sample.masks.items()},
+            "additional_images": {name: tensor(p) for name, p in sample.additional_images.items()},
+        }
+
+
+def to_tensor(arrays: Sequence[PixelArray], layout: Layout, pin_memory: bool) -> torch.Tensor:
+    """Stack same-shape (H, W, C) arrays into one (N, C, H, W) or (N, H, W, C) tensor, one copy."""
+    height, width, channels = arrays[0].shape
+    count = len(arrays)
+    shape = (
+        (count, channels, height, width) if layout == "chw" else (count, height, width, channels)
+    )
+    out = torch.empty(shape, dtype=_DTYPES[arrays[0].dtype], pin_memory=pin_memory)
+    view = out.numpy()
+    for index, pixels in enumerate(arrays):
+        view[index] = pixels.transpose(2, 0, 1) if layout == "chw" else pixels
+    return out
+
+
+def to_python_types(sample: Sample) -> dict[str, Any]:
+    """Upstream's `get_sample_auto_convert` dict, with JSON values (not text) in `attributes`.
+
+    Images become PIL images (None for a sample without image); latents `{"data", "len"}`.
+    """
+    return {
+        **_metadata(sample),
+        "latents": {
+            name: {"data": data, "len": len(data)} for name, data in sample.latents.items()
+        },
+        "image": _pil(sample.image),
+        "masks": {name: _pil(payload) for name, payload in sample.masks.items()},
+        "additional_images": {
+            name: _pil(payload) for name, payload in sample.additional_images.items()
+        },
+    }
+
+
+def _metadata(sample: Sample) -> dict[str, Any]:
+    return {
+        "id": sample.id,
+        "source": sample.source,
+        "duplicate_state": sample.duplicate_state,
+        "attributes": sample.attributes,
+        "tags": list(sample.tags),
+        "coca_embedding": list(sample.coca_embedding),
+    }
+
+
+def _pil(payload: ImagePayload) -> Image.Image | None:
+    return payload.to_pil() if payload else None
+
+
+def _parse(config: str | Mapping[str, Any] | ClientConfig) -> ClientConfig:
+    if isinstance(config, ClientConfig):
+        return config
+    if isinstance(config, str):
+        return ClientConfig.from_json(config)
+    return ClientConfig.from_dict(config)
+
+
+def _ranks_of(config: ClientConfig) -> tuple[int, int]:
+    """(rank, world_size): from the config, else torch.distributed, else RANK/WORLD_SIZE."""
+    source = config.source_config
+    if source.world_size > 1:
+        return source.rank, source.world_size
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        rank, world_size = (_env_int(name) for name in ("RANK", "WORLD_SIZE"))
+        if not 0 <= rank < max(world_size, 1):
+            raise ConfigError(f"environment RANK={rank} is not in [0, WORLD_SIZE={world_size})")
+        return rank, world_size
+    return 0, 1
+
+
+def _env_int(name: str) -> int:
+    try:
+        return int(os.environ[name])
+    except ValueError:
+        raise ConfigError(f"environment variable {name} must be an integer") from None
+
+
+def _part_config(
+    config: ClientConfig, ranks: tuple[int, int], workers: Partition
+) -> ClientConfig | None:
+    """The config of one worker of one rank; None when its share of `limit` is 0."""
+    rank, world_size = ranks
+    source = config.source_config
+    if world_size > 1 and source.world_size <= 1:
+        source = dataclasses.replace(source, rank=rank, world_size=world_size)
+    limit = config.limit
+    if limit is not None:
+        limit = limit // workers.count + (workers.index < limit % workers.count)
+        if limit == 0:
+            return None
+    return dataclasses.replace(config, source_config=source, limit=limit)
