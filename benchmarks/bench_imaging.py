@@ -15,7 +15,9 @@ import argparse
 import io
 import json
 import os
+import resource
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -40,6 +42,11 @@ BUCKETS = {
     "downsampling_ratio": 32,
     "min_aspect_ratio": 0.5,
     "max_aspect_ratio": 2.0,
+}
+NAIVE = {
+    "hires": "naive: DCT decode + 2x PIL Lanczos",
+    "lowres": "naive: DCT decode + 2x PIL Lanczos",
+    "png": "naive: Pillow decode + 2x PIL Lanczos",
 }
 SETS = {  # name: (sizes, format, save options)
     "hires": (
@@ -140,6 +147,18 @@ def naive(blob: bytes, table: BucketTable, reduced: bool) -> np.ndarray:
     return np.asarray(resized.resize((target_w, target_h), Image.Resampling.LANCZOS, box=box))
 
 
+def naive_pillow(blob: bytes, table: BucketTable) -> np.ndarray:
+    """Pillow decode + Pillow's two Lanczos passes."""
+    with Image.open(io.BytesIO(blob)) as image:
+        target_w, target_h = table.choose(*image.size)
+        scale = max(target_w / image.width, target_h / image.height)
+        cover = (round(image.width * scale), round(image.height * scale))
+        resized = image.resize(cover, Image.Resampling.LANCZOS)
+    left, top = (cover[0] - target_w) / 2, (cover[1] - target_h) / 2
+    box = (left, top, left + target_w, top + target_h)
+    return np.asarray(resized.resize((target_w, target_h), Image.Resampling.LANCZOS, box=box))
+
+
 def pillow_decode(blob: bytes) -> np.ndarray:
     with Image.open(io.BytesIO(blob)) as image:
         return np.asarray(image)
@@ -160,6 +179,7 @@ def methods(name: str) -> dict[str, Callable[[bytes], object]]:
     found: dict[str, Callable[[bytes], object]] = {}
     if name == "png":
         found["raw: Pillow decode"] = pillow_decode
+        found[NAIVE[name]] = lambda b: naive_pillow(b, table)
     else:
         found["raw: simplejpeg decode"] = simplejpeg.decode_jpeg
         found["naive: full decode + 2x PIL Lanczos"] = lambda b: naive(b, table, reduced=False)
@@ -188,8 +208,9 @@ print(json.dumps({"count": count, "seconds": time.perf_counter() - start}))
 """
 
 
-def rust_datago(paths: list[Path], resize: bool) -> float | None:
-    """Rust datago's file source over links to the set's files, 2 tasks; None if not installed."""
+def rust_datago(paths: list[Path], resize: bool) -> tuple[float, float] | None:
+    """Rust datago's file source over links to the set's files, 2 tasks: best img/s and its
+    CPU ms/img (its consumer thread polls, which counts); None if not installed."""
     if not RUST_PYTHON.exists():
         return None
     folder = paths[0].parent.parent / f"rust-{paths[0].parent.name}"
@@ -208,24 +229,47 @@ def rust_datago(paths: list[Path], resize: bool) -> float | None:
     if resize:
         config["image_config"] = BUCKETS
     env = {**os.environ, "DATAGO_MAX_TASKS": "2"}
-    rates: list[float] = []
+    best = (0.0, 0.0)
     for _ in range(2):
+        cpu_before = _children_cpu_s()
         done = subprocess.run(
             [str(RUST_PYTHON), "-c", RUST_SCRIPT, json.dumps(config)],
             capture_output=True, text=True, env=env, cwd="/", check=True, timeout=300,
         )  # fmt: skip
         result = json.loads(done.stdout.strip().splitlines()[-1])
-        rates.append(result["count"] / result["seconds"])
-    return max(rates)
+        cpu_ms = (_children_cpu_s() - cpu_before) * 1e3 / result["count"]
+        best = max(best, (result["count"] / result["seconds"], cpu_ms))
+    return best
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def available_cores(seconds: float = 1.0) -> float:
+    """How many cores two busy processes get right now (other tenants of the box take some)."""
+    spin = f"import time\nend = time.time() + {seconds}\nwhile time.time() < end: pass"
+    cpu_before, start = _children_cpu_s(), time.perf_counter()
+    spinners = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(2)]
+    for spinner in spinners:
+        spinner.wait()
+    return (_children_cpu_s() - cpu_before) / (time.perf_counter() - start)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=2.5, help="per method and thread count")
+    parser.add_argument(
+        "--seconds", type=float, default=1.2, help="per method, thread count, round"
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; best one kept")
     parser.add_argument("--sets", default="hires,lowres,png")
     args = parser.parse_args()
     Image.core.set_blocks_max(64)  # type: ignore[attr-defined]  # as a loader process would
-    print(f"{os.cpu_count()} CPUs; images/s from memory; 2/1 = 2-thread / 1-thread speed-up\n")
+    print(
+        f"{os.cpu_count()} CPUs, of which two busy processes get {available_cores():.2f} now; "
+        "images/s from memory; 2/1 = 2-thread / 1-thread speed-up\n"
+    )
     for name in args.sets.split(","):
         paths = dataset(name)
         blobs = [path.read_bytes() for path in paths]
@@ -236,13 +280,21 @@ def main() -> None:
         print(f"### {name}: {len(blobs)} images, {megapixels:.2f} MP, {kilobytes:.0f} KB avg\n")
         print("| method | 1 thr img/s | CPU ms/img | 2 thr img/s | cores busy | 2/1 | vs naive |")
         print("|---|---|---|---|---|---|---|")
-        rows = {}
-        for label, work in methods(name).items():
-            rows[label] = (
-                *images_per_second(work, blobs, 1, args.seconds),
-                *images_per_second(work, blobs, 2, args.seconds),
-            )
-        baseline = rows.get("naive: DCT decode + 2x PIL Lanczos", (1.0,) * 4)[2]
+        rows: dict[str, tuple[float, ...]] = {}
+        for _ in range(args.rounds):  # interleaved rounds, best of: the box is shared and noisy
+            for label, work in methods(name).items():
+                measured = (
+                    *images_per_second(work, blobs, 1, args.seconds),
+                    *images_per_second(work, blobs, 2, args.seconds),
+                )
+                best = rows.get(label, measured)
+                rows[label] = (
+                    max(best[0], measured[0]),
+                    min(best[1], measured[1]),
+                    max(best[2], measured[2]),
+                    measured[3] if measured[2] >= best[2] else best[3],
+                )
+        baseline = rows[NAIVE[name]][2]
         for label, (one, cpu_ms, two, cpu_ms_two) in rows.items():
             busy = two * cpu_ms_two / 1e3
             print(
@@ -250,12 +302,13 @@ def main() -> None:
                 f"{two / one:.2f} | {two / baseline:.2f} |"
             )
         for resize in (False, True):
-            rate = rust_datago(paths, resize)
-            if rate is not None:
+            rust = rust_datago(paths, resize)
+            if rust is not None:
+                rate, cpu_ms = rust
                 label = "bucket 512" if resize else "decode"
                 print(
-                    f"| Rust datago files, {label} (2 tasks, incl. file reads) | | | "
-                    f"{rate:.0f} | | | {rate / baseline:.2f} |"
+                    f"| Rust datago files, {label} (2 tasks, incl. file reads) | | {cpu_ms:.1f} | "
+                    f"{rate:.0f} | {rate * cpu_ms / 1e3:.2f} | | {rate / baseline:.2f} |"
                 )
         print()
 

@@ -120,3 +120,14 @@ def test_rgb8_of_16_bit_pins_upstream_values() -> None:
     assert out.dtype == np.uint8
     assert out[0, :, 0].tolist() == [1, 4, 127, 128, 255]
     assert (out[..., 0] == out[..., 2]).all()
+
+
+def test_semi_transparent_rgba_is_resampled_premultiplied(resampler: Resampler) -> None:
+    rgb = photo_like(120, 90)
+    alpha = np.tile(np.linspace(0, 255, 120), (90, 1)).astype(np.uint8)
+    rgba = np.dstack([rgb, alpha])
+    out = crop_and_resize(rgba, (120, 90), (64, 48), resampler).astype(np.int32)
+    ref = reference_bucket_resize(rgba, (64, 48)).astype(np.int32)  # Pillow premultiplies too
+    assert np.abs(out[:, :, 3] - ref[:, :, 3]).max() <= 2
+    visible = ref[:, :, 3] > 64  # colour of nearly transparent pixels carries little weight
+    assert np.abs(out[:, :, :3] - ref[:, :, :3])[visible].mean() <= MAX_MEAN_ERROR
