@@ -1,0 +1,237 @@
+"""DatagoIterDataset in real torch DataLoaders: worker and rank splits, limit, item types."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+torch = pytest.importorskip("torch")
+
+from torch.utils.data import DataLoader  # noqa: E402
+
+from datago import ConfigError, DatagoClient, ImagePayload, Sample  # noqa: E402
+from datago.torch import DatagoIterDataset, Layout, to_python_types  # noqa: E402
+from tests.conftest import datago_threads, file_config, photo  # noqa: E402
+
+
+def ids_of(dataset: DatagoIterDataset, num_workers: int = 0) -> list[str]:
+    loader = DataLoader(dataset, batch_size=None, num_workers=num_workers)
+    return [sample.id for sample in loader]
+
+
+def test_import_datago_does_not_import_torch() -> None:
+    code = "import sys, datago; print('torch' in sys.modules)"
+    assert subprocess.check_output([sys.executable, "-c", code], text=True).strip() == "False"
+
+
+@pytest.mark.parametrize("num_workers", [0, 1, 2])
+def test_every_sample_exactly_once(image_dir: tuple[Path, list[str]], num_workers: int) -> None:
+    root, paths = image_dir
+    ids = ids_of(DatagoIterDataset(file_config(root)), num_workers)
+    assert sorted(ids) == paths
+
+
+@pytest.mark.parametrize(("limit", "num_workers"), [(7, 2), (1, 2), (24, 2), (50, 2), (5, 1)])
+def test_limit_is_per_rank_and_exact_with_workers(
+    image_dir: tuple[Path, list[str]], limit: int, num_workers: int
+) -> None:
+    root, paths = image_dir  # walk order is the sorted order here
+    dataset = DatagoIterDataset(file_config(root, limit=limit))
+    ids = ids_of(dataset, num_workers)
+    assert sorted(ids) == paths[:limit]  # each worker takes the head of its part
+    assert len(dataset) == limit
+
+
+def test_len_needs_a_limit_and_no_batch_size(image_dir: tuple[Path, list[str]]) -> None:
+    root, _ = image_dir
+    assert len(DataLoader(DatagoIterDataset(file_config(root, limit=5)), batch_size=None)) == 5
+    with pytest.raises(TypeError):
+        len(DatagoIterDataset(file_config(root)))
+    with pytest.raises(TypeError):
+        len(DatagoIterDataset(file_config(root, limit=5), batch_size=2))
+
+
+def test_env_rank_splits_without_process_group(
+    image_dir: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, paths = image_dir
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    parts = []
+    for rank in range(3):
+        monkeypatch.setenv("RANK", str(rank))
+        parts.append(ids_of(DatagoIterDataset(file_config(root)), num_workers=2))
+    assert sorted(id_ for part in parts for id_ in part) == paths
+    assert [len(part) for part in parts] == [8, 8, 8]
+
+
+def test_env_rank_with_limit_gives_each_rank_its_limit(
+    image_dir: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, _ = image_dir
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    parts = []
+    for rank in range(2):
+        monkeypatch.setenv("RANK", str(rank))
+        parts.append(set(ids_of(DatagoIterDataset(file_config(root, limit=5)), num_workers=2)))
+    assert [len(part) for part in parts] == [5, 5]
+    assert not parts[0] & parts[1]
+
+
+def test_config_rank_wins_over_env(
+    image_dir: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, paths = image_dir
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    config = file_config(root, rank=1, world_size=2)
+    with DatagoClient(config) as client:
+        assert ids_of(DatagoIterDataset(config)) == [sample.id for sample in client]
+    parts = [
+        ids_of(DatagoIterDataset(file_config(root, rank=rank, world_size=2)), num_workers=2)
+        for rank in range(2)
+    ]
+    assert [len(part) for part in parts] == [12, 12]
+    assert sorted(parts[0] + parts[1]) == paths
+
+
+def test_bad_env_rank_raises(
+    image_dir: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    with pytest.raises(ConfigError, match="RANK=3"):
+        list(DatagoIterDataset(file_config(image_dir[0])))
+    monkeypatch.setenv("RANK", "one")
+    with pytest.raises(ConfigError, match="RANK must be an integer"):
+        list(DatagoIterDataset(file_config(image_dir[0])))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"batch_size": 0}, "batch_size must be >= 1"),
+        ({"drop_last": True}, "drop_last needs batch_size"),
+        ({"batch_size": 2, "max_open_batches": 0}, "max_open_batches must be >= 1"),
+        ({"return_python_types": True, "batch_size": 2}, "cannot be combined"),
+        ({"return_python_types": True, "tensors": True}, "cannot be combined"),
+        ({"layout": "nchw"}, "layout must be"),
+        ({"pin_memory": True}, "needs CUDA"),
+    ],
+)
+def test_bad_arguments_raise_at_construction(
+    image_dir: tuple[Path, list[str]], kwargs: dict[str, object], message: str
+) -> None:
+    if kwargs.get("pin_memory") and torch.cuda.is_available():
+        pytest.skip("CUDA is available: pinned memory works")
+    with pytest.raises(ConfigError, match=message):
+        DatagoIterDataset(file_config(image_dir[0]), **kwargs)  # type: ignore[arg-type]
+
+
+def test_bad_config_raises_at_construction_and_starts_nothing(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="limit"):
+        DatagoIterDataset(file_config(tmp_path, limit=0))
+    DatagoIterDataset(file_config(tmp_path / "missing"))
+    assert not datago_threads()
+
+
+def test_early_break_closes_the_client(image_dir: tuple[Path, list[str]]) -> None:
+    root, _ = image_dir
+    iterator = iter(DatagoIterDataset(file_config(root, samples_buffer_size=2)))
+    next(iterator)
+    assert datago_threads()
+    iterator.close()  # type: ignore[attr-defined]
+    assert not datago_threads()
+    for index, _ in enumerate(DataLoader(DatagoIterDataset(file_config(root)), batch_size=None)):
+        if index == 2:
+            break  # the no_thread_leak fixture checks that the loader's client closed
+
+
+def test_early_break_with_workers_shuts_down_quickly(image_dir: tuple[Path, list[str]]) -> None:
+    root, _ = image_dir
+    loader = DataLoader(DatagoIterDataset(file_config(root)), batch_size=None, num_workers=2)
+    start = time.monotonic()
+    iterator = iter(loader)
+    next(iterator)
+    del iterator  # joins the worker processes
+    assert time.monotonic() - start < 10
+
+
+def test_set_epoch_reshuffles_a_seeded_pass(image_dir: tuple[Path, list[str]]) -> None:
+    root, paths = image_dir
+    dataset = DatagoIterDataset(file_config(root, random_sampling=True, seed=7))
+    first, again = ids_of(dataset), ids_of(dataset)
+    dataset.set_epoch(1)
+    second = ids_of(dataset)
+    assert first == again
+    assert first != second
+    assert sorted(first) == sorted(second) == paths
+
+
+def test_python_types_match_upstream_keys_with_json_values(
+    image_dir: tuple[Path, list[str]],
+) -> None:
+    root, paths = image_dir
+    items = list(DatagoIterDataset(file_config(root, limit=4), return_python_types=True))
+    assert [item["id"] for item in items] == paths[:4]
+    for item in items:
+        assert set(item) == {
+            "id", "source", "duplicate_state", "attributes", "tags", "coca_embedding",
+            "latents", "image", "masks", "additional_images",
+        }  # fmt: skip
+        with Image.open(item["id"]) as reference:
+            np.testing.assert_array_equal(
+                np.asarray(item["image"]), np.asarray(reference.convert("RGB"))
+            )
+    pixels = np.zeros((4, 6, 1), np.uint8)
+    sample = Sample(
+        id="a",
+        source="s",
+        attributes={"caption": "a cat", "score": 0.5, "nested": {"k": [1, 2]}},
+        masks={"m": ImagePayload.from_array(pixels)},
+        latents={"vae": b"\x00\x01\x02"},
+        tags=["x"],
+        coca_embedding=[0.25],
+    )
+    converted = to_python_types(sample)
+    assert converted["attributes"] == {"caption": "a cat", "score": 0.5, "nested": {"k": [1, 2]}}
+    assert converted["latents"] == {"vae": {"data": b"\x00\x01\x02", "len": 3}}
+    assert converted["image"] is None
+    assert converted["masks"]["m"].mode == "L"
+    assert converted["masks"]["m"].size == (6, 4)
+    assert (converted["tags"], converted["coca_embedding"]) == (["x"], [0.25])
+
+
+@pytest.mark.parametrize("layout", ["chw", "hwc"])
+def test_tensor_items_hold_the_file_pixels(
+    image_dir: tuple[Path, list[str]], layout: Layout
+) -> None:
+    root, _ = image_dir
+    dataset = DatagoIterDataset(file_config(root, limit=6), tensors=True, layout=layout)
+    items = list(DataLoader(dataset, batch_size=None, num_workers=2))
+    assert len(items) == 6
+    for item in items:
+        with Image.open(item["id"]) as reference:
+            expected = np.asarray(reference.convert("RGB"))
+        image = item["image"]
+        assert image.dtype == torch.uint8
+        pixels = image.permute(1, 2, 0) if layout == "chw" else image
+        np.testing.assert_array_equal(pixels.numpy(), expected)
+        assert list(item["original_size"]) == [expected.shape[1], expected.shape[0]]
+
+
+def test_sixteen_bit_images_become_uint16_tensors(tmp_path: Path) -> None:
+    values = (np.arange(12 * 10, dtype=np.uint16).reshape(10, 12) * 500).astype(np.uint16)
+    Image.fromarray(values).save(tmp_path / "deep.png")
+    photo(12, 10).save(tmp_path / "rgb.png")
+    items = {item["id"]: item for item in DatagoIterDataset(file_config(tmp_path), tensors=True)}
+    deep = items[str(tmp_path / "deep.png")]["image"]
+    assert deep.dtype == torch.uint16
+    assert deep.shape == (1, 10, 12)
+    np.testing.assert_array_equal(deep[0].numpy(), values)
+    assert items[str(tmp_path / "rgb.png")]["image"].shape == (3, 10, 12)
