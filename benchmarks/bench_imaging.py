@@ -18,6 +18,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -242,6 +243,77 @@ def rust_datago(paths: list[Path], resize: bool) -> tuple[float, float] | None:
     return best
 
 
+RUST_DUMP = """
+import json, sys
+from pathlib import Path
+from datago import DatagoClient
+config, out = json.loads(sys.argv[1]), Path(sys.argv[2])
+client = DatagoClient(json.dumps(config))
+shapes = {}
+while (sample := client.get_sample()) is not None:
+    payload = sample.image.get_payload()
+    name = Path(sample.id.strip('"')).name
+    (out / name).write_bytes(payload.data)
+    shapes[name] = [payload.height, payload.width, payload.channels]
+print(json.dumps(shapes))
+"""
+
+
+def fidelity(paths: list[Path]) -> None:
+    """Pixel error of each resize path against Rust datago's own output (and Pillow's replica)."""
+    if not RUST_PYTHON.exists():
+        return
+    table = BucketTable.build(512, 32, 0.5, 2.0)
+    config = {
+        "source_type": "file",
+        "source_config": {"root_path": str(paths[0].parent)},
+        "image_config": BUCKETS,
+        "limit": 8,
+        "samples_buffer_size": 64,
+    }
+    with tempfile.TemporaryDirectory() as out:
+        done = subprocess.run(
+            [str(RUST_PYTHON), "-c", RUST_DUMP, json.dumps(config), out],
+            capture_output=True, text=True, cwd="/", check=True, timeout=300,
+        )  # fmt: skip
+        shapes = json.loads(done.stdout.strip().splitlines()[-1])
+        rust = {
+            name: np.frombuffer((Path(out) / name).read_bytes(), np.uint8).reshape(shape)
+            for name, shape in shapes.items()
+        }
+    paths_ = {path.name: path for path in paths}
+    ours = {
+        f"ours ({r.name})": ImageProcessor(ImageConfig(**BUCKETS), resampler=r)  # type: ignore[arg-type]
+        for r in resamplers()
+    }
+    errors: dict[str, list[np.ndarray]] = {label: [] for label in [*ours, "Pillow replica"]}
+    for name, expected in rust.items():
+        blob = paths_[name].read_bytes()
+        for label, processor in ours.items():
+            errors[label].append(
+                abs_error(processor.process(blob, StageTimes())[0].to_numpy(), expected)
+            )
+        errors["Pillow replica"].append(abs_error(naive_pillow(blob, table), expected))
+    print("| vs Rust datago's pixels | mean abs error | p99.9 | max |")
+    print("|---|---|---|---|")
+    for label, found in errors.items():
+        flat = np.concatenate([error.ravel() for error in found])
+        print(f"| {label} | {flat.mean():.2f} | {np.percentile(flat, 99.9):.0f} | {flat.max()} |")
+    print()
+
+
+def abs_error(out: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    """Per-value error; RGBA compares premultiplied colour (colour under alpha 0 is arbitrary)."""
+    if out.shape[2] == 4:
+        out, expected = premultiplied(out), premultiplied(expected)
+    return np.abs(out.astype(np.int16) - expected.astype(np.int16))
+
+
+def premultiplied(rgba: np.ndarray) -> np.ndarray:
+    alpha = rgba[:, :, 3:].astype(np.float32) / 255
+    return np.dstack([np.rint(rgba[:, :, :3] * alpha), rgba[:, :, 3:]]).astype(np.uint8)
+
+
 def _children_cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -301,6 +373,7 @@ def main() -> None:
                 f"| {label} | {one:.0f} | {cpu_ms:.1f} | {two:.0f} | {busy:.2f} | "
                 f"{two / one:.2f} | {two / baseline:.2f} |"
             )
+        fidelity(paths)
         for resize in (False, True):
             rust = rust_datago(paths, resize)
             if rust is not None:
