@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ torch = pytest.importorskip("torch")
 
 from torch.utils.data import DataLoader  # noqa: E402
 
-from datago import ConfigError, DatagoClient, ImagePayload, Sample  # noqa: E402
+from datago import ConfigError, DatagoClient, ImagePayload, Sample, SourceError  # noqa: E402
 from datago.torch import DatagoIterDataset, Layout, to_python_types  # noqa: E402
 from tests.conftest import datago_threads, file_config, photo  # noqa: E402
 
@@ -98,6 +99,28 @@ def test_config_rank_wins_over_env(
     ]
     assert [len(part) for part in parts] == [12, 12]
     assert sorted(parts[0] + parts[1]) == paths
+
+
+def test_a_pickled_dataset_keeps_the_rank_of_the_process_that_pickled_it(
+    image_dir: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, _ = image_dir
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    dataset = DatagoIterDataset(file_config(root))
+    expected = ids_of(dataset)
+    shipped = pickle.dumps(dataset)  # what a spawned DataLoader worker receives
+    monkeypatch.delenv("RANK")
+    monkeypatch.delenv("WORLD_SIZE")
+    assert ids_of(pickle.loads(shipped)) == expected
+    assert len(expected) == 12
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_source_error_reaches_the_training_loop(tmp_path: Path, num_workers: int) -> None:
+    dataset = DatagoIterDataset(file_config(tmp_path / "missing"))
+    with pytest.raises(SourceError, match="does not exist"):
+        ids_of(dataset, num_workers)
 
 
 def test_bad_env_rank_raises(
