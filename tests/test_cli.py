@@ -1,0 +1,85 @@
+"""`python -m datago bench` and `demo`, run through `main()` on small generated folders."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from datago.cli import main
+from datago.imaging.buckets import BucketTable
+from tests.conftest import write_images
+
+REPORT_KEYS = {
+    "samples", "elapsed_s", "images_per_s", "mb_per_s", "bytes_read", "first_sample_s",
+    "read_s", "decode_s", "transform_s", "wait_s", "skipped", "source_errors", "skip_reasons",
+    "consumer_cpu_s", "process_cpu_s",
+}  # fmt: skip
+
+
+def bench_json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, object]:
+    assert main(["bench", *argv, "--json"]) == 0
+    out = capsys.readouterr().out
+    assert len(out.splitlines()) == 1  # one JSON object, nothing else on stdout
+    report: dict[str, object] = json.loads(out)
+    return report
+
+
+def test_bench_file_source_reports_every_number(tmp_path, capsys):
+    write_images(tmp_path, 12)
+    report = bench_json(capsys, "--source", "file", "--path", str(tmp_path), "--limit", "8")
+    assert set(report) == REPORT_KEYS
+    assert report["samples"] == 8
+    assert report["skipped"] == report["source_errors"] == 0
+    assert isinstance(report["bytes_read"], int) and report["bytes_read"] > 0
+    assert isinstance(report["images_per_s"], float) and report["images_per_s"] > 0
+    assert isinstance(report["decode_s"], float) and report["decode_s"] > 0
+
+
+def test_bench_config_file_with_resize_counts_a_corrupt_image(tmp_path, capsys):
+    write_images(tmp_path / "images", 6)
+    (tmp_path / "images" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a JPEG")
+    config = {"source_type": "file", "source_config": {"root_path": str(tmp_path / "images")}}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    report = bench_json(capsys, "--config", str(tmp_path / "config.json"), "--image-size", "64")
+    assert report["samples"] == 6
+    assert report["skipped"] == 1
+    assert isinstance(report["transform_s"], float) and report["transform_s"] > 0
+
+
+def test_bench_webdataset_local_shard(tmp_path, capsys):
+    jpegs = [path for path in write_images(tmp_path / "images", 6) if path.endswith(".jpg")]
+    with tarfile.open(tmp_path / "shard-000.tar", "w") as tar:
+        for index, path in enumerate(jpegs):
+            tar.add(path, arcname=f"s{index}.jpg")
+    url = str(tmp_path / "shard-{000..000}.tar")
+    report = bench_json(capsys, "--source", "webdataset", "--url", url, "--image-size", "64")
+    assert report["samples"] == len(jpegs) == 3
+    assert report["source_errors"] == 0
+
+
+def test_bench_webdataset_needs_a_url(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--source", "webdataset"])
+    assert exit_info.value.code == 2
+    assert "--url" in capsys.readouterr().err
+
+
+def test_bench_prints_a_human_summary(tmp_path, capsys):
+    write_images(tmp_path, 4)
+    assert main(["bench", "--source", "file", "--path", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "samples: 4 in" in out
+    assert "img/s" in out and "consumer thread" in out
+
+
+def test_demo_lists_buckets(tmp_path: Path, capsys):
+    assert main(["demo", "--folder", str(tmp_path / "demo"), "--count", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "samples: 3" in out
+    buckets = out.split("buckets (width x height: images):\n", 1)[1].splitlines()
+    sizes = {(int(line.split()[0]), int(line.split()[2])) for line in buckets}
+    assert sizes and sizes <= set(BucketTable.build(512, 32, 0.5, 2.0).sizes.values())
+    assert sum(int(line.split()[-1]) for line in buckets) == 3
