@@ -167,4 +167,4 @@ def test_formats_and_extensions(tmp_path: Path) -> None:
     exact = np.asarray(image)
     for name in ("b.webp", "c.bmp", "e.TIFF", "f.PNG"):
         np.testing.assert_array_equal(samples[name].image.to_numpy(), exact)
-    assert samples["d.gif"].image.to_numpy().shape == (10, 20, 3)
+    assert samples["d.gif"].image.to_numpy().shape == (10, 20, 4)  # GIF is RGBA, as upstream
