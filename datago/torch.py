@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -139,7 +139,7 @@ class DatagoIterDataset(IterableDataset[Any]):
         finally:
             client.close()
 
-    def _items(self, samples: Iterator[Sample] | DatagoClient) -> Iterator[Any]:
+    def _items(self, samples: Iterable[Sample]) -> Iterator[Any]:
         if self.return_python_types:
             return map(to_python_types, samples)
         if self.batch_size is None:
@@ -148,7 +148,7 @@ class DatagoIterDataset(IterableDataset[Any]):
             return (self._collate([(s, s.image.to_numpy())]) for s in samples)
         return self._batches(samples)
 
-    def _batches(self, samples: Iterator[Sample] | DatagoClient) -> Iterator[dict[str, Any]]:
+    def _batches(self, samples: Iterable[Sample]) -> Iterator[dict[str, Any]]:
         assert self.batch_size is not None
         batcher = ShapeBatcher[tuple[Sample, PixelArray]](
             self.batch_size, drop_last=self.drop_last, max_open=self.max_open_batches
