@@ -6,8 +6,10 @@ until it is null; the next page is fetched while the current one's items downloa
 ends at the client's `limit` or at an empty page (upstream stops after one page). Dataroom's
 random view ignores partitions, so every rank then draws from the whole filtered set.
 
-Splits: rank x torch worker, see `dataroom_query.SplitPlan`. Media URLs are fetched without
-the token (dataroom serves them from storage, often presigned, where it would not belong).
+Splits: rank x torch worker, see `dataroom_query.SplitPlan`. Pages carry
+`Authorization: Token <DATAROOM_API_KEY>` (no header when the key is empty); media URLs are
+fetched without it (dataroom serves them from storage, often presigned, where it would not
+belong).
 
 Failures: a page that still fails after retries raises `SourceError` (a 401/403 names the
 token), whether it is the first page or a later one, so a cut-short pass never looks like the

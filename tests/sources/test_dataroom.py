@@ -94,9 +94,9 @@ def catalogue(tmp_path: Path) -> dict[str, dict[str, Any]]:
 
 
 @contextlib.asynccontextmanager
-async def serving(root: Path) -> AsyncIterator[Api]:
+async def serving(root: Path, token: str | None = TOKEN) -> AsyncIterator[Api]:
     recorder = Api()
-    app = make_app(root, token=TOKEN, middlewares=[recorder.middleware])
+    app = make_app(root, token=token, middlewares=[recorder.middleware])
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     recorder.url = str(server.make_url("/api/"))
@@ -268,6 +268,15 @@ async def test_wrong_token_is_a_source_error_at_once(
         await collect(db(), context(api, executor, key="wrong"))
     assert time.monotonic() - start < 2
     assert len(api.pages()) == 1  # not retried
+
+
+async def test_without_a_key_no_authorization_header_is_sent(
+    tmp_path: Path, catalogue: dict[str, Any], executor: ThreadPoolExecutor
+) -> None:
+    async with serving(tmp_path / "data", token=None) as open_api:
+        samples = await collect(db(sources="gamma"), context(open_api, executor, key=""))
+    assert [s.id for s in samples] == ids_of(catalogue, "gamma")
+    assert {auth for _, _, auth in open_api.requests} == {""}
 
 
 async def test_missing_api_url_is_a_clear_source_error(executor: ThreadPoolExecutor) -> None:

@@ -23,7 +23,7 @@ TOKEN = "e2e-token"
 @contextlib.asynccontextmanager
 async def serving(root: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
     """The folder server on 127.0.0.1, named by DATAROOM_API_URL and DATAROOM_API_KEY."""
-    server = TestServer(make_app(root, token=TOKEN), host="127.0.0.1")
+    server = TestServer(make_app(root, token=TOKEN, seed=0), host="127.0.0.1")
     await server.start_server()
     monkeypatch.setenv("DATAROOM_API_URL", str(server.make_url("/api/")))
     monkeypatch.setenv("DATAROOM_API_KEY", TOKEN)
@@ -58,6 +58,19 @@ async def test_client_reads_the_api_with_an_exact_limit(
         assert sample.attributes["score"] == meta["score"]
         assert sample.duplicate_state == meta.get("duplicate_state", -1)
     assert client.stats.samples == 17
+
+
+async def test_random_sampling_runs_until_the_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    catalogue = write_catalogue(tmp_path / "data")
+    source = {"sources": "gamma", "page_size": 2, "random_sampling": True}
+    config = {"source_type": "db", "source_config": source, "limit": 25}
+    async with serving(tmp_path / "data", monkeypatch), DatagoClient(config) as client:
+        samples = [sample async for sample in client]
+    assert len(samples) == 25  # upstream stops after one page (2 samples here)
+    gamma = {key for key in catalogue if key.startswith("gamma/")}
+    assert {s.id for s in samples} == gamma  # 5 items drawn 25 times: each one seen
 
 
 async def test_client_decodes_masks_and_additional_images(
