@@ -2,7 +2,8 @@
 
 `HttpClient.stream` reads a long body (a tar shard) in chunks and, after a failure mid-body,
 resumes at the byte it reached: with `Range: bytes=N-` when the server answers 206, else by
-reading the body again and dropping its first N bytes. Either way no byte is delivered twice.
+reading the body again and dropping its first N bytes. Either way no byte is delivered twice;
+a resource whose size, ETag or Last-Modified changes meanwhile is an error, not a splice.
 """
 
 from __future__ import annotations
@@ -111,12 +112,15 @@ class HttpClient:
         """
         received = 0
         total: int | None = None
+        version: str | None = None  # ETag or Last-Modified of the first answer
         failures = 0
         while True:
             # identity: byte offsets must be those of the resource, not of a compressed body
             request_headers = {"Accept-Encoding": "identity", **(headers or {})}
             if received:
                 request_headers["Range"] = f"bytes={received}-"
+                if version and not version.startswith("W/"):
+                    request_headers["If-Range"] = version  # a changed resource comes whole
             progressed = False
             try:
                 async with self.session.get(
@@ -127,9 +131,13 @@ class HttpClient:
                     if response.status >= 400:
                         raise HttpStatusError(url, response.status)
                     start, length = _body_range(url, response)
-                    if total is not None and length is not None and length != total:
-                        raise SourceError(f"GET {url}: the body changed size while resuming")
+                    seen = response.headers.get("ETag") or response.headers.get("Last-Modified")
+                    if (total is not None and length is not None and length != total) or (
+                        version and seen and version != seen
+                    ):
+                        raise SourceError(f"GET {url}: the resource changed while resuming")
                     total = length if length is not None else total
+                    version = version or seen
                     if start > received:
                         raise SourceError(
                             f"GET {url}: the server resumed at {start}, not {received}"

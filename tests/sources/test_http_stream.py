@@ -69,8 +69,39 @@ async def test_a_body_that_changes_size_while_resuming_is_an_error() -> None:
     await server.start_server()
     client = HttpClient(attempts=3, backoff_base_s=0.01)
     try:
-        with pytest.raises(SourceError, match="changed size"):
+        with pytest.raises(SourceError, match="changed"):
             await read_all(client, str(server.make_url("/blob")))
     finally:
         await client.close()
         await server.close()
+
+
+async def test_a_body_replaced_while_resuming_is_an_error() -> None:
+    versions = iter(['"v1"', '"v2"'])
+    asked: list[str | None] = []
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        asked.append(request.headers.get("If-Range"))
+        response = web.StreamResponse(status=200, headers={"ETag": next(versions)})
+        response.content_length = 1000
+        await response.prepare(request)
+        await response.write(bytes(500))
+        if len(asked) == 1:
+            assert request.transport is not None
+            request.transport.close()
+            return response
+        await response.write(bytes(500))
+        return response
+
+    app = web.Application()
+    app.router.add_get("/blob", handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    client = HttpClient(attempts=3, backoff_base_s=0.01)
+    try:
+        with pytest.raises(SourceError, match="changed"):
+            await read_all(client, str(server.make_url("/blob")))
+    finally:
+        await client.close()
+        await server.close()
+    assert asked == [None, '"v1"']
