@@ -235,6 +235,11 @@ async def test_token_is_required_for_the_api_only(folder: Path) -> None:
         assert (await test_client.get("/media/a.jpg")).status == 200
 
 
+def test_root_must_be_a_folder(tmp_path: Path) -> None:
+    with pytest.raises(NotADirectoryError, match="is not a directory"):
+        make_app(tmp_path / "missing")
+
+
 def test_runs_as_a_module(folder: Path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -29,6 +29,8 @@ class DataroomApi:
     """The request handlers over the catalogue of one folder."""
 
     def __init__(self, root: Path, seed: int | None = None) -> None:
+        if not root.is_dir():
+            raise NotADirectoryError(f"dataroom server root {str(root)!r} is not a directory")
         self.root = root
         self.items = scan_folder(root)
         self.ids = [item.id for item in self.items]
