@@ -17,6 +17,7 @@
   completion order, so the order is deterministic only with one download at a time.
 - Nothing is buffered whole: local shards are read and parsed in the executor 4 MiB at a
   time, HTTP bodies parsed as they arrive (`tar_stream`), members grouped per `wds_groups`.
+  Gzipped shards (`.tar.gz`, `.tgz`) are recognised by content and inflated on the way.
 - Faults: HTTP retries and resumes (`HttpClient.stream`). A shard lost for good (missing,
   HTTP error after retries, truncated or corrupt tar) is counted in `stats.source_errors`;
   its samples read before the fault are kept, the partial one is a counted skip, and the
@@ -37,6 +38,7 @@ from typing import BinaryIO
 from datago.config import WebDatasetSourceConfig
 from datago.errors import SourceError
 from datago.sources.base import RawSample, SourceContext
+from datago.sources.gzip_stream import GzipStreamInflater
 from datago.sources.http import HttpClient
 from datago.sources.shards import ShardPlan, expand_urls, plan_part
 from datago.sources.tar_stream import TarMember, TarStreamParser
@@ -151,7 +153,7 @@ class _ShardStreamer:
 
     async def _shard(self, url: str) -> AsyncGenerator[RawSample, None]:
         """The samples of one shard; after a fault, the complete ones, then `SourceError`."""
-        parser = TarStreamParser()
+        inflater, parser = GzipStreamInflater(), TarStreamParser()
         grouper = SampleGrouper(
             url,
             self.config.reference_image_type,
@@ -159,9 +161,10 @@ class _ShardStreamer:
             self.plan.keep_index,
             self.plan.keep_count,
         )
-        batches = (
-            self._http_members(url, parser) if _is_http(url) else self._file_members(url, parser)
-        )
+        if _is_http(url):
+            batches = self._http_members(url, inflater, parser)
+        else:
+            batches = self._file_members(url, inflater, parser)
         error: Exception | None = None
         try:
             async with contextlib.aclosing(batches):
@@ -169,6 +172,7 @@ class _ShardStreamer:
                     for member in members:
                         if (sample := grouper.add(member)) is not None:
                             yield sample
+            inflater.finish()
             parser.finish()
         except (SourceError, OSError) as exc:
             error = exc
@@ -184,24 +188,26 @@ class _ShardStreamer:
             raise SourceError(f"cannot read {url!r}: {error}") from error
 
     async def _http_members(
-        self, url: str, parser: TarStreamParser
+        self, url: str, inflater: GzipStreamInflater, parser: TarStreamParser
     ) -> AsyncGenerator[list[TarMember], None]:
         assert self.client is not None
         async for chunk in self.client.stream(url, self.headers):
-            if members := parser.feed(chunk):
+            if members := parser.feed(inflater.feed(chunk)):
                 yield members
             if parser.ended:
                 return
 
     async def _file_members(
-        self, url: str, parser: TarStreamParser
+        self, url: str, inflater: GzipStreamInflater, parser: TarStreamParser
     ) -> AsyncGenerator[list[TarMember], None]:
         loop = asyncio.get_running_loop()
         path = url.removeprefix("file://")
         file = await loop.run_in_executor(self.ctx.executor, _open, path)
         try:
             while (
-                members := await loop.run_in_executor(self.ctx.executor, _read, file, parser)
+                members := await loop.run_in_executor(
+                    self.ctx.executor, _read, file, inflater, parser
+                )
             ) is not None:
                 if members:
                     yield members
@@ -213,10 +219,12 @@ def _open(path: str) -> BinaryIO:
     return open(path, "rb")
 
 
-def _read(file: BinaryIO, parser: TarStreamParser) -> list[TarMember] | None:
-    """Read and parse the next chunk in an executor thread; None at the end of the archive."""
+def _read(
+    file: BinaryIO, inflater: GzipStreamInflater, parser: TarStreamParser
+) -> list[TarMember] | None:
+    """Read, inflate and parse the next chunk in an executor thread; None at the end."""
     chunk = b"" if parser.ended else file.read(LOCAL_CHUNK_BYTES)
-    return parser.feed(chunk) if chunk else None
+    return parser.feed(inflater.feed(chunk)) if chunk else None
 
 
 def _is_http(url: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import io
 import json
 import tarfile
@@ -323,3 +324,19 @@ async def test_parts_sharing_a_shard_agree_on_sample_boundaries(tmp_path: Path) 
         [("a", b"\x00"), ("b", b"\x03"), ("b", b"\x05")],
         [("a", b"\x01"), ("b", b"\x04"), ("c", b"\x06")],
     ]
+
+
+async def test_gzipped_shards_are_read_and_a_cut_one_is_counted(tmp_path: Path) -> None:
+    pattern, keys = write_shards(tmp_path, 3, 4)
+    for index in range(3):
+        shard = tmp_path / f"shard-{index:03d}.tar"
+        packed = gzip.compress(shard.read_bytes())
+        if index == 1:
+            packed = packed[: len(packed) * 2 // 3]
+        shard.with_suffix(".tgz").write_bytes(packed)
+    samples, stats = await collect(config(pattern.replace(".tar", ".tgz")))
+    ids = [s.id for s in samples]
+    assert ids[:4] == keys[:4] and ids[-4:] == keys[8:]
+    assert set(ids[4:-4]) < set(keys[4:8])
+    assert samples[0].image == jpeg(0)
+    assert stats.source_errors == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import logging
 import os
 from collections import Counter
@@ -266,4 +267,15 @@ async def test_a_slow_consumer_is_not_a_stalled_server(tmp_path: Path) -> None:
                     await asyncio.sleep(0.05)
     assert ids == keys
     assert len(server.requests) == 1
+    assert stats.source_errors == 0
+
+
+async def test_gzipped_shard_resumes_after_a_cut(tmp_path: Path) -> None:
+    files, keys = shard_files(tmp_path, 1, 10)
+    packed = gzip.compress(files["shard-000.tar"])
+    server = ShardServer({"shard.tgz": packed}, cut_at=len(packed) // 2)
+    async with serving(server) as base:
+        samples, stats = await collect(config(base + "shard.tgz"))
+    assert [s.id for s in samples] == keys
+    assert [asked for _, asked, _ in server.requests] == [None, f"bytes={len(packed) // 2}-"]
     assert stats.source_errors == 0
