@@ -146,3 +146,17 @@ def test_crop_and_resize_batches_by_aspect_bucket(tmp_path: Path) -> None:
         seen += ids
     assert sorted(seen) == sorted(expected)
     assert len({tuple(batch["image"].shape[2:]) for batch in batches}) >= 3
+
+
+def test_pre_encoded_images_are_decoded_into_the_batch(
+    sized_dir: tuple[Path, dict[str, tuple[int, int, int]]],
+) -> None:
+    root, shapes = sized_dir
+    config = file_config(root, image_config={"pre_encode_images": True, "encode_format": "png"})
+    batches = batches_of(DatagoIterDataset(config, batch_size=8, layout="hwc"))
+    for batch in batches:
+        for index, id_ in enumerate(batch["id"]):
+            with Image.open(id_) as reference:
+                expected = np.asarray(reference).reshape(shapes[id_])
+            np.testing.assert_array_equal(batch["image"][index].numpy(), expected)
+    assert sum(len(batch["id"]) for batch in batches) == len(shapes)
