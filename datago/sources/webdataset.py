@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import random
 from collections.abc import AsyncGenerator, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -202,7 +203,12 @@ class _ShardStreamer:
     ) -> AsyncGenerator[list[TarMember], None]:
         loop = asyncio.get_running_loop()
         path = url.removeprefix("file://")
-        file = await loop.run_in_executor(self.ctx.executor, _open, path)
+        opening = self.ctx.executor.submit(_open, path)
+        try:
+            file = await asyncio.wrap_future(opening)
+        except asyncio.CancelledError:
+            opening.add_done_callback(_close_opened)  # the thread may still be opening it
+            raise
         try:
             while (
                 members := await loop.run_in_executor(
@@ -217,6 +223,11 @@ class _ShardStreamer:
 
 def _open(path: str) -> BinaryIO:
     return open(path, "rb")
+
+
+def _close_opened(opening: Future[BinaryIO]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().close()
 
 
 def _read(

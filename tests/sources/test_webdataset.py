@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import io
 import json
 import tarfile
+import time
+from collections.abc import AsyncGenerator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 
 from datago.config import Environment, WebDatasetSourceConfig
 from datago.errors import SourceError
+from datago.sources import webdataset
 from datago.sources.base import Partition, RawSample, SourceContext
 from datago.sources.webdataset import iter_webdataset
 from datago.stats import Stats
@@ -340,3 +344,30 @@ async def test_gzipped_shards_are_read_and_a_cut_one_is_counted(tmp_path: Path) 
     assert set(ids[4:-4]) < set(keys[4:8])
     assert samples[0].image == jpeg(0)
     assert stats.source_errors == 1
+
+
+async def test_cancelled_while_opening_a_shard_leaves_no_file_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pattern, _ = write_shards(tmp_path, 1, 2)
+    opened: list[BinaryIO] = []
+
+    def slow_open(path: str) -> BinaryIO:
+        time.sleep(0.2)
+        opened.append(open(path, "rb"))  # noqa: SIM115 - the source must close it
+        return opened[-1]
+
+    monkeypatch.setattr(webdataset, "_open", slow_open)
+    with ThreadPoolExecutor(2) as executor:
+        ctx = SourceContext(environment=Environment(), executor=executor, stats=Stats())
+        task = asyncio.create_task(collect_from(iter_webdataset(config(pattern), ctx)))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert len(opened) == 1 and opened[0].closed
+
+
+async def collect_from(stream: AsyncGenerator[RawSample, None]) -> list[RawSample]:
+    async with contextlib.aclosing(stream):
+        return [sample async for sample in stream]
