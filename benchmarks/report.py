@@ -1,0 +1,140 @@
+"""Markdown tables from the JSON lines of `benchmarks.run`.
+
+python -m benchmarks.report benchmarks/results/NAME.jsonl   # prints the tables again
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+IMPL_NAMES = {
+    "raw": "raw limit (in memory, 2 threads)",
+    "torch": "torch DataLoader nw=2 + Pillow",
+    "rust": "Rust datago",
+    "ours": "datago-py (ours)",
+}
+Row = dict[str, Any]
+
+
+def load(path: Path) -> list[Row]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def render(rows: Iterable[Row]) -> str:
+    """The summary (medians and ratios), the per-loader details and our stage times."""
+    runs: dict[tuple[str, str], list[Row]] = defaultdict(list)
+    for row in rows:
+        if "error" not in row:
+            runs[row["workload"], row["impl"]].append(row)
+    workloads = list(dict.fromkeys(workload for workload, _ in runs))
+    return "\n".join(
+        [*_summary(runs, workloads), "", *_details(runs, workloads), "", *_stages(runs)]
+    )
+
+
+def _summary(runs: dict[tuple[str, str], list[Row]], workloads: list[str]) -> list[str]:
+    lines = [
+        "| workload | raw limit | torch | Rust datago | ours | ours/raw | ours/torch | ours/Rust |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for workload in workloads:
+        rates = {impl: _rates(runs.get((workload, impl), [])) for impl in IMPL_NAMES}
+        cells = [_rate_cell(rates[impl]) for impl in IMPL_NAMES]
+        ours = rates["ours"]
+        ratios = [
+            f"{statistics.median(ours) / statistics.median(rates[other]):.2f}x"
+            if ours and rates[other]
+            else "-"
+            for other in ("raw", "torch", "rust")
+        ]
+        lines.append(f"| {workload} | {' | '.join(cells)} | {' | '.join(ratios)} |")
+    return lines
+
+
+def _details(runs: dict[tuple[str, str], list[Row]], workloads: list[str]) -> list[str]:
+    lines = [
+        "| workload | loader | img/s | min..max | MB/s | first sample s | consumer CPU "
+        "(% of a core) | process CPU (cores) | CPU ms/img | runs | checks |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for workload in workloads:
+        for impl, name in IMPL_NAMES.items():
+            found = runs.get((workload, impl))
+            if not found:
+                continue
+            rate = statistics.median(_rates(found))
+            lo, hi = min(_rates(found)), max(_rates(found))
+            mb = rate * found[0]["image_bytes"] / found[0]["count"] / 1e6
+            first = _median(found, "first_sample_s")
+            consumer = _median(found, "consumer_cpu_s", per="wall_s") * 100
+            cores = _median(found, "process_cpu_s", per="wall_s")
+            cpu_ms = _median(found, "process_cpu_s", per="samples") * 1e3
+            lines.append(
+                f"| {workload} | {name} | **{rate:.1f}** | {lo:.1f}..{hi:.1f} | {mb:.1f} | "
+                f"{first:.3f} | {consumer:.0f}% | {cores:.2f} | {cpu_ms:.1f} | {len(found)} | "
+                f"{_checks(found)} |"
+            )
+    return lines
+
+
+def _stages(runs: dict[tuple[str, str], list[Row]]) -> list[str]:
+    lines = [
+        "datago-py stage times per image (ms, summed over threads; medians) and the share of "
+        "the wall time the consumer waited:",
+        "",
+        "| workload | read | decode | transform | consumer waiting | skipped |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (workload, impl), found in runs.items():
+        if impl != "ours":
+            continue
+        stage = [_median(found, key, per="samples") * 1e3 for key in ("read_s", "decode_s")]
+        transform = _median(found, "transform_s", per="samples") * 1e3
+        waiting = _median(found, "wait_s", per="wall_s") * 100
+        skipped = max(row.get("skipped", 0) for row in found)
+        lines.append(
+            f"| {workload} | {stage[0]:.2f} | {stage[1]:.2f} | {transform:.2f} | "
+            f"{waiting:.0f}% | {skipped} |"
+        )
+    return lines
+
+
+def _rates(found: list[Row]) -> list[float]:
+    return [row["images_per_s"] for row in found]
+
+
+def _rate_cell(rates: list[float]) -> str:
+    if not rates:
+        return "-"
+    return f"**{statistics.median(rates):.1f}** ({min(rates):.0f}..{max(rates):.0f})"
+
+
+def _median(found: list[Row], key: str, per: str | None = None) -> float:
+    values = [row.get(key, 0.0) / (row[per] if per else 1) for row in found if not per or row[per]]
+    return float(statistics.median(values))
+
+
+def _checks(found: list[Row]) -> str:
+    """`ok`, or what went wrong: too few samples, outputs off the bucket sizes."""
+    problems = []
+    short = [row["samples"] for row in found if row["samples"] < row["count"]]
+    if short:
+        problems.append(f"samples {min(short)}/{found[0]['count']}")
+    bad = max(row["bad_shape"] for row in found)
+    if bad:
+        problems.append(f"{bad} off-bucket")
+    return ", ".join(problems) or "ok"
+
+
+def main() -> None:
+    print(render(load(Path(sys.argv[1]))))
+
+
+if __name__ == "__main__":
+    main()

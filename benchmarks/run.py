@@ -1,0 +1,252 @@
+"""Loader benchmark: ours vs the raw decode limit, torch's DataLoader and Rust datago.
+
+    python -m benchmarks.run [--quick] [--workloads jpg-files-decode,...] [--impls ...]
+                             [--repeat 3] [--out benchmarks/results/NAME]
+
+Generates the data sets once (benchmarks/data/, seeded), reads them once to warm the page
+cache, serves the shards from 127.0.0.1, then runs every (workload, loader) in its own
+process, interleaved over the repetitions. Writes NAME.jsonl (one line per run) and NAME.md
+(medians, min..max, ratios) and prints the tables. See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks import report
+from benchmarks.datasets import DATA, Prepared, prepare_images, prepare_shards, shard_pattern
+from benchmarks.serve import StaticServer, server_kind
+from datago.cli import bucket_config
+from datago.imaging.buckets import BucketTable
+
+ROOT = Path(__file__).resolve().parent.parent
+RUST_PYTHON = Path("/opt/rust-datago/bin/python")
+COUNTS = {
+    "full": {"jpg": 300, "lowres": 1000, "png": 60},
+    "quick": {"jpg": 100, "lowres": 300, "png": 20},
+}
+IMAGE_SIZE = 512
+THREADS = "2"
+BUFFER = 256  # samples_buffer_size and prefetch_buffer_size, as in datago's own benchmarks
+CONCURRENT_DOWNLOADS = 4
+RUN_TIMEOUT_S = 600
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One row of the table: a data set, read as files or as shards over HTTP, and a task."""
+
+    image_set: str
+    source: str  # "files" | "wds"
+    task: str  # "decode" | "resize"
+
+    @property
+    def name(self) -> str:
+        return f"{self.image_set}-{self.source}-{self.task}"
+
+    @property
+    def impls(self) -> list[str]:
+        # The raw limit and torch read files; over HTTP only the two datago clients compete.
+        return ["raw", "torch", "rust", "ours"] if self.source == "files" else ["rust", "ours"]
+
+
+WORKLOADS = [
+    Workload(image_set, source, task)
+    for image_set, source in [
+        ("jpg", "files"),
+        ("jpg", "wds"),
+        ("lowres", "files"),
+        ("png", "files"),
+    ]
+    for task in ("decode", "resize")
+]
+
+
+def main() -> None:
+    args = parse_args()
+    size = "quick" if args.quick else "full"
+    out = args.out or ROOT / "benchmarks" / "results" / f"{time.strftime('%Y%m%d-%H%M')}-{size}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    workloads = [w for w in WORKLOADS if not args.workloads or w.name in args.workloads]
+    impls = [impl for impl in args.impls if impl != "rust" or RUST_PYTHON.exists()]
+    data = prepare(workloads, COUNTS[size])
+    context = environment()
+    with serve_if_needed(workloads) as base_url, (out.with_suffix(".jsonl")).open("w") as lines:
+        for rep in range(args.repeat or (1 if args.quick else 3)):
+            for workload in workloads:
+                order = [impl for impl in workload.impls if impl in impls]
+                order = order[rep % len(order) :] + order[: rep % len(order)]  # rotate the order
+                for impl in order:
+                    spec = make_spec(workload, impl, data[workload.name], base_url)
+                    row = {**spec, "rep": rep, **measure(spec)}
+                    del row["config"], row["buckets"]
+                    lines.write(json.dumps(row) + "\n")
+                    lines.flush()
+                    print(progress_line(row), file=sys.stderr)
+    context["load_after"] = os.getloadavg()
+    markdown = header(context, sys.argv[1:]) + report.render(report.load(out.with_suffix(".jsonl")))
+    out.with_suffix(".md").write_text(markdown + "\n")
+    print(markdown)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a third of the images, 1 repeat")
+    parser.add_argument("--workloads", type=lambda s: s.split(","), help="names, comma-separated")
+    parser.add_argument(
+        "--impls", type=lambda s: s.split(","), default=["raw", "torch", "rust", "ours"]
+    )
+    parser.add_argument("--repeat", type=int, help="runs per loader (default 3, quick 1)")
+    parser.add_argument("--out", type=Path, help="results path without suffix")
+    args = parser.parse_args()
+    unknown = set(args.workloads or []) - {w.name for w in WORKLOADS}
+    if unknown:
+        parser.error(f"unknown workloads {sorted(unknown)}; known: {[w.name for w in WORKLOADS]}")
+    return args
+
+
+def prepare(workloads: list[Workload], counts: dict[str, int]) -> dict[str, Prepared]:
+    """Generate (once) and warm the page cache for every set the workloads read."""
+    data = {}
+    for workload in workloads:
+        images = prepare_images(workload.image_set, counts[workload.image_set])
+        data[workload.name] = images if workload.source == "files" else prepare_shards(images)
+    for prepared in data.values():
+        for path in prepared.files:
+            path.read_bytes()
+    return data
+
+
+@contextlib.contextmanager
+def serve_if_needed(workloads: list[Workload]) -> Iterator[str]:
+    if not any(workload.source == "wds" for workload in workloads):
+        yield ""
+        return
+    with StaticServer(DATA) as server:
+        yield server.url
+
+
+def make_spec(workload: Workload, impl: str, data: Prepared, base_url: str) -> dict[str, Any]:
+    """What one measurement process needs; ours and Rust get the same datago config."""
+    if workload.source == "files":
+        source: dict[str, Any] = {
+            "source_type": "file",
+            "source_config": {"root_path": str(data.folder)},
+        }
+    else:
+        url = f"{base_url}/{shard_pattern(data)}"
+        source = {
+            "source_type": "webdataset",
+            "source_config": {"url": url, "concurrent_downloads": CONCURRENT_DOWNLOADS},
+        }
+    config = {
+        **source,
+        "limit": data.count,
+        "samples_buffer_size": BUFFER,
+        "prefetch_buffer_size": BUFFER,
+    }
+    buckets = None
+    if workload.task == "resize":
+        config["image_config"] = bucket_config(IMAGE_SIZE)
+        table = BucketTable.build(IMAGE_SIZE, 32, 0.5, 2.0)
+        buckets = [list(size) for size in table.sizes.values()]
+    return {
+        "workload": workload.name,
+        "impl": impl,
+        "folder": str(data.folder),
+        "count": data.count,
+        "image_bytes": data.image_bytes,
+        "config": config,
+        "buckets": buckets,
+    }
+
+
+def measure(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one measurement in a fresh process; its JSON line, or an `error`."""
+    env = {**os.environ, "DATAGO_MAX_TASKS": THREADS}
+    if spec["impl"] == "rust":  # its own venv: our package must not shadow the wheel
+        env.pop("PYTHONPATH", None)
+        command = [str(RUST_PYTHON), "-P", "benchmarks/rust_measure.py", json.dumps(spec)]
+    else:
+        command = [sys.executable, "-m", "benchmarks.measure", json.dumps(spec)]
+    try:
+        done = subprocess.run(
+            command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {RUN_TIMEOUT_S}s"}
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1:] or f"exit {done.returncode}"}
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def progress_line(row: dict[str, Any]) -> str:
+    if "error" in row:
+        return f"{row['workload']:22} {row['impl']:6} FAILED: {row['error']}"
+    return (
+        f"{row['workload']:22} {row['impl']:6} rep {row['rep']}: {row['images_per_s']:7.1f} img/s "
+        f"({row['samples']} in {row['wall_s']:.2f}s)"
+    )
+
+
+def environment() -> dict[str, Any]:
+    """Machine, versions and load: the context a reader needs to judge the numbers."""
+    from importlib.metadata import version
+
+    rust = "not installed"
+    if RUST_PYTHON.exists():
+        rust = subprocess.run(
+            [str(RUST_PYTHON), "-P", "-c", "import importlib.metadata as m; print(m.version('datago'))"],
+            capture_output=True, text=True, cwd="/", check=False,
+        ).stdout.strip()  # fmt: skip
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
+        f"Python {platform.python_version()}",
+        "versions": ", ".join(
+            f"{name} {version(name)}"
+            for name in ("datago-py", "Pillow", "simplejpeg", "numpy", "torch")
+        )
+        + f", Rust datago {rust}",
+        "server": server_kind(),
+        "load_before": os.getloadavg(),
+    }
+
+
+def header(context: dict[str, Any], argv: list[str]) -> str:
+    load = "/".join(f"{v:.1f}" for v in context["load_before"])
+    load_after = "/".join(f"{v:.1f}" for v in context["load_after"])
+    return "\n".join(
+        [
+            f"# Loader benchmark, {context['date']}",
+            "",
+            f"- command: `python -m benchmarks.run {' '.join(argv)}`",
+            f"- machine: {context['machine']}; load average (1/5/15 min) {load} before, "
+            f"{load_after} after",
+            f"- versions: {context['versions']}",
+            f"- HTTP server for the wds rows: {context['server']} on 127.0.0.1",
+            f"- settings: 2 threads/workers everywhere (DATAGO_MAX_TASKS=2), "
+            f"samples_buffer_size = prefetch_buffer_size = {BUFFER}, "
+            f"concurrent_downloads = {CONCURRENT_DOWNLOADS}, resize = buckets of "
+            f"{IMAGE_SIZE}/32, aspect 0.5..2.0",
+            "- img/s: median over runs (min..max); ratios compare medians",
+            "",
+            "",
+        ]
+    )
+
+
+if __name__ == "__main__":
+    main()
