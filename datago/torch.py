@@ -108,7 +108,10 @@ class DatagoIterDataset(IterableDataset[Any]):
         self._ranks: tuple[int, int] | None = None  # fixed when pickled for a spawned worker
 
     def set_epoch(self, epoch: int) -> None:
-        """Pass number: reshuffles `random_sampling` with a seed (as `DistributedSampler`)."""
+        """Pass number: reshuffles `random_sampling` with a seed (as `DistributedSampler`).
+
+        Call it before iterating the DataLoader; `persistent_workers` keep their first epoch.
+        """
         self.epoch = epoch
 
     def __len__(self) -> int:
