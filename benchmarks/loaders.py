@@ -121,7 +121,8 @@ def fit_bucket(image: Image.Image, bucket: Bucket) -> Image.Image:
     width, height = image.size
     scale = max(bucket[0] / width, bucket[1] / height)
     crop_w, crop_h = bucket[0] / scale, bucket[1] / scale
-    box = ((width - crop_w) / 2, (height - crop_h) / 2, (width + crop_w) / 2, (height + crop_h) / 2)
+    left, top = max((width - crop_w) / 2, 0.0), max((height - crop_h) / 2, 0.0)
+    box = (left, top, min(left + crop_w, width), min(top + crop_h, height))
     return image.resize(bucket, Image.Resampling.LANCZOS, box=box)
 
 

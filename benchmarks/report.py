@@ -64,6 +64,9 @@ def _details(runs: dict[tuple[str, str], list[Row]], workloads: list[str]) -> li
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for workload in workloads:
+        megapixels = max(
+            _median(found, "megapixels") for (w, _), found in runs.items() if w == workload
+        )
         for impl, name in IMPL_NAMES.items():
             found = runs.get((workload, impl))
             if not found:
@@ -78,7 +81,7 @@ def _details(runs: dict[tuple[str, str], list[Row]], workloads: list[str]) -> li
             lines.append(
                 f"| {workload} | {name} | **{rate:.1f}** | {lo:.1f}..{hi:.1f} | {mb:.1f} | "
                 f"{first:.3f} | {consumer:.0f}% | {cores:.2f} | {cpu_ms:.1f} | {len(found)} | "
-                f"{_checks(found)} |"
+                f"{_checks(found, megapixels)} |"
             )
     return lines
 
@@ -120,9 +123,13 @@ def _median(found: list[Row], key: str, per: str | None = None) -> float:
     return float(statistics.median(values))
 
 
-def _checks(found: list[Row]) -> str:
-    """`ok`, or what went wrong: too few samples, outputs off the bucket sizes."""
+def _checks(found: list[Row], megapixels: float) -> str:
+    """`ok`, or what went wrong: too few samples, fewer pixels than the other loaders
+    delivered, outputs off the bucket sizes."""
     problems = []
+    least = min(row["megapixels"] for row in found)
+    if least < megapixels * 0.999:
+        problems.append(f"{least:.1f} of {megapixels:.1f} MP")
     short = [row["samples"] for row in found if row["samples"] < row["count"]]
     if short:
         problems.append(f"samples {min(short)}/{found[0]['count']}")
