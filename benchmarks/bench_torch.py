@@ -17,10 +17,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks.bench_imaging import available_cores
 from datago.demo import write_photos
+
+if TYPE_CHECKING:
+    from datago.torch import Layout
 
 DATA = Path(__file__).parent / "data" / "torch"
 BUCKETS = {
@@ -30,15 +33,16 @@ BUCKETS = {
     "min_aspect_ratio": 0.5,
     "max_aspect_ratio": 2.0,
 }
-# label: (workload, loader, DataLoader workers, datago batch size)
-METHODS = {
-    "ours, num_workers=0": ("decode", "datago", 0, None),
-    "ours, num_workers=2": ("decode", "datago", 2, None),
-    "torch + PIL, num_workers=2": ("decode", "pil", 2, None),
-    "ours bucket 512, num_workers=0": ("bucket512", "datago", 0, None),
-    "ours bucket 512, batch_size=32, num_workers=0": ("bucket512", "datago", 0, 32),
-    "ours bucket 512, num_workers=2": ("bucket512", "datago", 2, None),
-    "torch + PIL ImageOps.fit 512 bucket, num_workers=2": ("bucket512", "pil", 2, None),
+# label: (workload, loader, DataLoader workers, datago batch size, tensor layout)
+METHODS: dict[str, tuple[str, str, int, int | None, Layout]] = {
+    "ours, num_workers=0": ("decode", "datago", 0, None, "chw"),
+    "ours, layout=channels_last, num_workers=0": ("decode", "datago", 0, None, "channels_last"),
+    "ours, num_workers=2": ("decode", "datago", 2, None, "chw"),
+    "torch + PIL, num_workers=2": ("decode", "pil", 2, None, "chw"),
+    "ours bucket 512, num_workers=0": ("bucket512", "datago", 0, None, "chw"),
+    "ours bucket 512, batch_size=32, num_workers=0": ("bucket512", "datago", 0, 32, "chw"),
+    "ours bucket 512, num_workers=2": ("bucket512", "datago", 2, None, "chw"),
+    "torch + PIL ImageOps.fit 512 bucket, num_workers=2": ("bucket512", "pil", 2, None, "chw"),
 }
 
 
@@ -46,7 +50,7 @@ def run_one(label: str, folder: Path) -> dict[str, float]:
     """Inside the subprocess: iterate the method's DataLoader once; images and seconds."""
     from torch.utils.data import DataLoader
 
-    workload, loader, num_workers, batch_size = METHODS[label]
+    workload, loader, num_workers, batch_size, layout = METHODS[label]
     start = time.perf_counter()
     if loader == "datago":
         from datago.torch import DatagoIterDataset
@@ -57,7 +61,9 @@ def run_one(label: str, folder: Path) -> dict[str, float]:
         }
         if workload == "bucket512":
             config["image_config"] = BUCKETS
-        dataset: Any = DatagoIterDataset(config, batch_size=batch_size, tensors=batch_size is None)
+        dataset: Any = DatagoIterDataset(
+            config, batch_size=batch_size, tensors=batch_size is None, layout=layout
+        )
     else:
         dataset = PillowFiles(sorted(folder.glob("*.jpg")), bucket=workload == "bucket512")
     count = 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import typing
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
@@ -36,7 +37,7 @@ from datago.torch_batching import ShapeBatcher
 
 __all__ = ["DatagoIterDataset"]
 
-Layout = Literal["chw", "hwc"]
+Layout = Literal["chw", "hwc", "channels_last"]
 _DTYPES = {np.dtype(np.uint8): torch.uint8, np.dtype(np.uint16): torch.uint16}
 
 
@@ -50,7 +51,9 @@ class DatagoIterDataset(IterableDataset[Any]):
         batch_size: yield batches of this many samples of one image shape (see below).
         drop_last: with `batch_size`, drop partial batches instead of yielding them.
         tensors: without `batch_size`, yield one dict per sample with tensor images.
-        layout: tensor images as "chw" (default) or "hwc"; batches add N in front.
+        layout: tensor images as "chw" (default), "hwc", or "channels_last": CHW-shaped
+            views of HWC memory (torch's channels_last format), no transpose copy;
+            batches add N in front.
         max_open_batches: with `batch_size`, batches (one per shape) filling at once.
         pin_memory: allocate tensors in pinned memory; needs CUDA and `num_workers=0`
             (with workers, use `DataLoader(pin_memory=True)`).
@@ -93,8 +96,8 @@ class DatagoIterDataset(IterableDataset[Any]):
             raise ConfigError("drop_last needs batch_size")
         if max_open_batches < 1:
             raise ConfigError(f"max_open_batches must be >= 1, got {max_open_batches}")
-        if layout not in ("chw", "hwc"):
-            raise ConfigError(f"layout must be 'chw' or 'hwc', got {layout!r}")
+        if layout not in typing.get_args(Layout):
+            raise ConfigError(f"layout must be one of {typing.get_args(Layout)}, got {layout!r}")
         if pin_memory and not torch.cuda.is_available():
             raise ConfigError("pin_memory=True needs CUDA, which is not available here")
         self.return_python_types = return_python_types
@@ -189,15 +192,15 @@ class DatagoIterDataset(IterableDataset[Any]):
 def to_tensor(arrays: Sequence[PixelArray], layout: Layout, pin_memory: bool) -> torch.Tensor:
     """Stack same-shape (H, W, C) arrays into one (N, C, H, W) or (N, H, W, C) tensor, one copy."""
     height, width, channels = arrays[0].shape
-    count = len(arrays)
+    hwc = layout != "chw"
     shape = (
-        (count, channels, height, width) if layout == "chw" else (count, height, width, channels)
+        (len(arrays), height, width, channels) if hwc else (len(arrays), channels, height, width)
     )
     out = torch.empty(shape, dtype=_DTYPES[arrays[0].dtype], pin_memory=pin_memory)
     view = out.numpy()
     for index, pixels in enumerate(arrays):
-        view[index] = pixels.transpose(2, 0, 1) if layout == "chw" else pixels
-    return out
+        view[index] = pixels if hwc else pixels.transpose(2, 0, 1)
+    return out.permute(0, 3, 1, 2) if layout == "channels_last" else out
 
 
 def to_python_types(sample: Sample) -> dict[str, Any]:

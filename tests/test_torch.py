@@ -230,7 +230,7 @@ def test_python_types_match_upstream_keys_with_json_values(
     assert (converted["tags"], converted["coca_embedding"]) == (["x"], [0.25])
 
 
-@pytest.mark.parametrize("layout", ["chw", "hwc"])
+@pytest.mark.parametrize("layout", ["chw", "hwc", "channels_last"])
 def test_tensor_items_hold_the_file_pixels(
     image_dir: tuple[Path, list[str]], layout: Layout
 ) -> None:
@@ -243,7 +243,8 @@ def test_tensor_items_hold_the_file_pixels(
             expected = np.asarray(reference.convert("RGB"))
         image = item["image"]
         assert image.dtype == torch.uint8
-        pixels = image.permute(1, 2, 0) if layout == "chw" else image
+        assert image.is_contiguous() == (layout != "channels_last")
+        pixels = image if layout == "hwc" else image.permute(1, 2, 0)
         np.testing.assert_array_equal(pixels.numpy(), expected)
         assert list(item["original_size"]) == [expected.shape[1], expected.shape[0]]
 

@@ -160,3 +160,19 @@ def test_pre_encoded_images_are_decoded_into_the_batch(
                 expected = np.asarray(reference).reshape(shapes[id_])
             np.testing.assert_array_equal(batch["image"][index].numpy(), expected)
     assert sum(len(batch["id"]) for batch in batches) == len(shapes)
+
+
+def test_channels_last_batches_are_chw_views_of_hwc_memory(
+    sized_dir: tuple[Path, dict[str, tuple[int, int, int]]],
+) -> None:
+    root, shapes = sized_dir
+    dataset = DatagoIterDataset(file_config(root), batch_size=4, layout="channels_last")
+    for batch in batches_of(dataset, num_workers=2):
+        image, ids = batch["image"], batch["id"]
+        height, width, channels = shapes[ids[0]]
+        assert image.shape == (len(ids), channels, height, width)
+        assert image.is_contiguous(memory_format=torch.channels_last)
+        for index, id_ in enumerate(ids):
+            with Image.open(id_) as reference:
+                expected = np.asarray(reference).reshape(shapes[id_])
+            np.testing.assert_array_equal(image[index].permute(1, 2, 0).numpy(), expected)
