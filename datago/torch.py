@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import typing
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -96,8 +95,8 @@ class DatagoIterDataset(IterableDataset[Any]):
             raise ConfigError("drop_last needs batch_size")
         if max_open_batches < 1:
             raise ConfigError(f"max_open_batches must be >= 1, got {max_open_batches}")
-        if layout not in typing.get_args(Layout):
-            raise ConfigError(f"layout must be one of {typing.get_args(Layout)}, got {layout!r}")
+        if layout not in get_args(Layout):
+            raise ConfigError(f"layout must be one of {get_args(Layout)}, got {layout!r}")
         if pin_memory and not torch.cuda.is_available():
             raise ConfigError("pin_memory=True needs CUDA, which is not available here")
         self.return_python_types = return_python_types
@@ -190,7 +189,10 @@ class DatagoIterDataset(IterableDataset[Any]):
 
 
 def to_tensor(arrays: Sequence[PixelArray], layout: Layout, pin_memory: bool) -> torch.Tensor:
-    """Stack same-shape (H, W, C) arrays into one (N, C, H, W) or (N, H, W, C) tensor, one copy."""
+    """Stack same-shape (H, W, C) arrays into one tensor laid out as `layout`, in one copy.
+
+    "channels_last" is the (N, H, W, C) tensor seen as (N, C, H, W): no transpose.
+    """
     height, width, channels = arrays[0].shape
     hwc = layout != "chw"
     shape = (
