@@ -18,6 +18,7 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from datago._malloc import tune_malloc
 from datago.builder import build_chunk
 from datago.config import ClientConfig, Environment
 from datago.imaging.process import ImageProcessor
@@ -260,4 +261,5 @@ def _close_live_passes() -> None:
 def start_pass(config: ClientConfig, stats: Stats, cursor: Cursor, workers: Partition) -> Pass:
     """Start a pass in the background at `cursor`; the environment is read now."""
     stats.started_at = stats.started_at or time.perf_counter()
+    tune_malloc()
     return Pass(config, Environment.from_env(), stats, cursor, workers)
