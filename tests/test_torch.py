@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 from datago import ConfigError, DatagoClient, ImagePayload, Sample, SourceError  # noqa: E402
 from datago.torch import DatagoIterDataset, Layout, to_python_types  # noqa: E402
 from tests.conftest import datago_threads, file_config, photo  # noqa: E402
+from tests.sources.test_webdataset import write_shards  # noqa: E402
 
 
 def ids_of(dataset: DatagoIterDataset, num_workers: int = 0) -> list[str]:
@@ -121,6 +122,26 @@ def test_a_source_error_reaches_the_training_loop(tmp_path: Path, num_workers: i
     dataset = DatagoIterDataset(file_config(tmp_path / "missing"))
     with pytest.raises(SourceError, match="does not exist"):
         ids_of(dataset, num_workers)
+
+
+def test_webdataset_ranks_and_workers_with_python_types(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, keys = write_shards(tmp_path, shards=3, per_shard=5)
+    config = {"source_type": "webdataset", "source_config": {"url": url}}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    items = []
+    for rank in range(2):
+        monkeypatch.setenv("RANK", str(rank))
+        dataset = DatagoIterDataset(config, return_python_types=True)
+        items += list(DataLoader(dataset, batch_size=None, num_workers=2))
+    assert sorted(item["id"] for item in items) == keys  # 4 parts of 3 shards: disjoint, complete
+    for item in items:
+        index = int(item["id"][1:])
+        assert item["attributes"] == {
+            "index": index, "tags": ["a", "b"], "txt": f"caption {index}", "cls": index % 7
+        }  # fmt: skip
+        assert item["image"].size == (24, 16)
 
 
 def test_bad_env_rank_raises(
