@@ -2,8 +2,8 @@
 
 By default glibc serves such arrays with mmap, or trims them back to the OS when freed, so
 every image pays page faults on brand-new memory. Raising the mmap and trim thresholds keeps
-freed image buffers in the heap for the next image. Process-wide, so `DATAGO_TUNE_MALLOC=0`
-turns it off; a no-op where glibc is absent.
+freed image buffers in the heap for the next image. It is process-wide, so the environment
+variable `DATAGO_TUNE_MALLOC=0` turns it off; a no-op where glibc is absent.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
-import os
 
 logger = logging.getLogger(__name__)
 
@@ -23,9 +22,9 @@ _done = False
 
 
 def tune_malloc() -> None:
-    """Apply the thresholds once per process, unless `DATAGO_TUNE_MALLOC=0`."""
+    """Apply the thresholds, once per process."""
     global _done
-    if _done or os.environ.get("DATAGO_TUNE_MALLOC", "1") == "0":
+    if _done:
         return
     _done = True
     name = ctypes.util.find_library("c")

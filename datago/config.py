@@ -242,16 +242,19 @@ class Environment:
     max_retries: int = 3
     dataroom_api_url: str = ""
     dataroom_api_key: str = ""
+    tune_malloc: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Environment:
-        """Read `DATAGO_MAX_TASKS`, `DATAGO_MAX_RETRIES`, `DATAROOM_API_URL`/`_KEY`."""
+        """Read `DATAGO_MAX_TASKS`, `DATAGO_MAX_RETRIES`, `DATAROOM_API_URL`/`_KEY` and
+        `DATAGO_TUNE_MALLOC`."""
         defaults = cls()
         return cls(
             max_tasks=_env_int(env, "DATAGO_MAX_TASKS", defaults.max_tasks, minimum=1),
             max_retries=_env_int(env, "DATAGO_MAX_RETRIES", defaults.max_retries, minimum=1),
             dataroom_api_url=env.get("DATAROOM_API_URL", ""),
             dataroom_api_key=env.get("DATAROOM_API_KEY", ""),
+            tune_malloc=env.get("DATAGO_TUNE_MALLOC", "1") != "0",
         )
 
 

@@ -261,5 +261,7 @@ def _close_live_passes() -> None:
 def start_pass(config: ClientConfig, stats: Stats, cursor: Cursor, workers: Partition) -> Pass:
     """Start a pass in the background at `cursor`; the environment is read now."""
     stats.started_at = stats.started_at or time.perf_counter()
-    tune_malloc()
-    return Pass(config, Environment.from_env(), stats, cursor, workers)
+    environment = Environment.from_env()
+    if environment.tune_malloc:
+        tune_malloc()
+    return Pass(config, environment, stats, cursor, workers)
