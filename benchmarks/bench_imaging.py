@@ -1,6 +1,6 @@
 """Decode + bucket crop/resize throughput: ours vs a naive Pillow path vs Rust datago vs raw decode.
 
-    python -m benchmarks.bench_imaging [--seconds 2.5] [--sets hires,lowres,png]
+    python -m benchmarks.bench_imaging [--seconds 1.2] [--rounds 2] [--sets hires,lowres,png]
 
 Generates deterministic photo-like images once into benchmarks/data/imaging/ (~1.2 MP JPEG q90,
 500x375 JPEG q95, ~1 MP PNG), then measures images/s from in-memory bytes with 1 and 2 threads
@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import simplejpeg
@@ -50,17 +51,11 @@ NAIVE = {
     "lowres": "naive: DCT decode + 2x PIL Lanczos",
     "png": "naive: Pillow decode + 2x PIL Lanczos",
 }
+HIRES = [(1280, 960), (960, 1280), (1344, 896), (896, 1344), (1200, 1000), (1536, 768)]
+LOWRES = [(500, 375), (375, 500), (500, 333), (480, 360), (500, 400), (512, 384)]
 SETS = {  # name: (sizes, format, save options)
-    "hires": (
-        [(1280, 960), (960, 1280), (1344, 896), (896, 1344), (1200, 1000), (1536, 768)] * 4,
-        "JPEG",
-        {"quality": 90},
-    ),
-    "lowres": (
-        [(500, 375), (375, 500), (500, 333), (480, 360), (500, 400), (512, 384)] * 4,
-        "JPEG",
-        {"quality": 95},
-    ),
+    "hires": (HIRES * 4, "JPEG", {"quality": 90}),
+    "lowres": (LOWRES * 4, "JPEG", {"quality": 95}),
     "png": ([(1200, 900), (1000, 1000), (900, 1200), (1152, 864)], "PNG", {}),
 }
 
@@ -71,15 +66,9 @@ def photo_like(width: int, height: int, seed: int, alpha: bool = False) -> Image
 
     def field(cells_x: int, cells_y: int, amplitude: float, channels: int = 3) -> np.ndarray:
         small = rng.uniform(-amplitude, amplitude, (cells_y, cells_x, channels)).astype(np.float32)
-        planes = [
-            np.asarray(
-                Image.fromarray(small[:, :, c], "F").resize(
-                    (width, height), Image.Resampling.BICUBIC
-                )
-            )
-            for c in range(channels)
-        ]
-        return np.stack(planes, axis=2)
+        planes = [Image.fromarray(small[:, :, c], "F") for c in range(channels)]
+        size = (width, height)
+        return np.dstack([np.asarray(p.resize(size, Image.Resampling.BICUBIC)) for p in planes])
 
     pixels = 128 + field(4, 3, 90) + field(24, 18, 30) + field(width // 8, height // 8, 14, 1)
     pixels += field(width // 3, height // 3, 12, 1) + field(width // 2, height // 2, 10)
@@ -135,35 +124,30 @@ def images_per_second(
     return done / (time.perf_counter() - start), (time.process_time() - cpu_start) * 1e3 / done
 
 
-def naive(blob: bytes, table: BucketTable, reduced: bool) -> np.ndarray:
-    """simplejpeg (full or DCT-reduced) + Pillow's two Lanczos passes, as bench.md's baselines."""
-    height, width, _, _ = simplejpeg.decode_jpeg_header(blob)
+def naive(blob: bytes, table: BucketTable, reduced: bool = False) -> np.ndarray:
+    """simplejpeg (full or DCT-reduced) or Pillow decode, then Pillow's two Lanczos passes."""
+    if blob[:3] == b"\xff\xd8\xff":
+        height, width, _, _ = simplejpeg.decode_jpeg_header(blob)
+    else:
+        width, height = Image.open(io.BytesIO(blob)).size
     target_w, target_h = table.choose(width, height)
     scale = max(target_w / width, target_h / height)
     cover = (round(width * scale), round(height * scale))
-    minimum = cover if reduced else (0, 0)
-    pixels = simplejpeg.decode_jpeg(blob, min_width=minimum[0], min_height=minimum[1])
-    left, top = (cover[0] - target_w) / 2, (cover[1] - target_h) / 2
-    resized = Image.fromarray(pixels).resize(cover, Image.Resampling.LANCZOS)
-    box = (left, top, left + target_w, top + target_h)
-    return np.asarray(resized.resize((target_w, target_h), Image.Resampling.LANCZOS, box=box))
-
-
-def naive_pillow(blob: bytes, table: BucketTable) -> np.ndarray:
-    """Pillow decode + Pillow's two Lanczos passes."""
-    with Image.open(io.BytesIO(blob)) as image:
-        target_w, target_h = table.choose(*image.size)
-        scale = max(target_w / image.width, target_h / image.height)
-        cover = (round(image.width * scale), round(image.height * scale))
-        resized = image.resize(cover, Image.Resampling.LANCZOS)
+    if blob[:3] == b"\xff\xd8\xff":
+        minimum = cover if reduced else (0, 0)
+        image = Image.fromarray(
+            simplejpeg.decode_jpeg(blob, min_width=minimum[0], min_height=minimum[1])
+        )
+    else:
+        image = Image.open(io.BytesIO(blob))
+    resized = image.resize(cover, Image.Resampling.LANCZOS)
     left, top = (cover[0] - target_w) / 2, (cover[1] - target_h) / 2
     box = (left, top, left + target_w, top + target_h)
     return np.asarray(resized.resize((target_w, target_h), Image.Resampling.LANCZOS, box=box))
 
 
 def pillow_decode(blob: bytes) -> np.ndarray:
-    with Image.open(io.BytesIO(blob)) as image:
-        return np.asarray(image)
+    return np.asarray(Image.open(io.BytesIO(blob)))
 
 
 def resamplers() -> list[Resampler]:
@@ -183,10 +167,10 @@ def methods(name: str) -> dict[str, Callable[[bytes], object]]:
         found["raw: Pillow decode"] = pillow_decode
         if fast_png_decode is not None:
             found["raw: libpng decode (imagecodecs)"] = fast_png_decode
-        found[NAIVE[name]] = lambda b: naive_pillow(b, table)
+        found[NAIVE[name]] = lambda b: naive(b, table)
     else:
         found["raw: simplejpeg decode"] = simplejpeg.decode_jpeg
-        found["naive: full decode + 2x PIL Lanczos"] = lambda b: naive(b, table, reduced=False)
+        found["naive: full decode + 2x PIL Lanczos"] = lambda b: naive(b, table)
         found["naive: DCT decode + 2x PIL Lanczos"] = lambda b: naive(b, table, reduced=True)
     found["ours: decode"] = processing(ImageProcessor(None))
     for resampler in resamplers():
@@ -201,108 +185,78 @@ def processing(processor: ImageProcessor) -> Callable[[bytes], object]:
 
 RUST_SCRIPT = """
 import json, sys, time
+from pathlib import Path
 from datago import DatagoClient
-config = json.loads(sys.argv[1])
 start = time.perf_counter()
-client = DatagoClient(json.dumps(config))
-count = 0
-while client.get_sample() is not None:
+client = DatagoClient(sys.argv[1])
+count, shapes = 0, {}
+while (sample := client.get_sample()) is not None:
     count += 1
-print(json.dumps({"count": count, "seconds": time.perf_counter() - start}))
+    if len(sys.argv) > 2:  # keep the pixels, by file name
+        payload = sample.image.get_payload()
+        name = Path(sample.id.strip('"')).name
+        (Path(sys.argv[2]) / name).write_bytes(payload.data)
+        shapes[name] = [payload.height, payload.width, payload.channels]
+print(json.dumps({"count": count, "seconds": time.perf_counter() - start, "shapes": shapes}))
 """
 
 
-def rust_datago(paths: list[Path], resize: bool) -> tuple[float, float] | None:
-    """Rust datago's file source over links to the set's files, 2 tasks: best img/s and its
-    CPU ms/img (its consumer thread polls, which counts); None if not installed."""
-    if not RUST_PYTHON.exists():
-        return None
+def run_rust(folder: Path, limit: int, resize: bool, *dump: str) -> dict[str, Any]:
+    """One Rust datago file-source pass with 2 tasks; adds its CPU ms/img to the result."""
+    config: dict[str, object] = {
+        "source_type": "file",
+        "source_config": {"root_path": str(folder)},
+        "limit": limit,
+        "samples_buffer_size": 64,
+    }
+    if resize:
+        config["image_config"] = BUCKETS
+    cpu_before = _children_cpu_s()
+    done = subprocess.run(
+        [str(RUST_PYTHON), "-c", RUST_SCRIPT, json.dumps(config), *dump],
+        capture_output=True, text=True, cwd="/", check=True, timeout=300,
+        env={**os.environ, "DATAGO_MAX_TASKS": "2"},
+    )  # fmt: skip
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    result["cpu_ms"] = (_children_cpu_s() - cpu_before) * 1e3 / result["count"]
+    return result
+
+
+def rust_datago(paths: list[Path], resize: bool) -> tuple[float, float]:
+    """Best of 2 passes over links to the set's files: img/s and CPU ms/img (its consumer thread
+    polls while it waits, and that counts too)."""
     folder = paths[0].parent.parent / f"rust-{paths[0].parent.name}"
     if not folder.exists():
         folder.mkdir()
         for copy in range(RUST_COPIES):
             for path in paths:
                 os.link(path, folder / f"{copy}-{path.name}")
-    count = len(paths) * RUST_COPIES
-    config: dict[str, object] = {
-        "source_type": "file",
-        "source_config": {"root_path": str(folder)},
-        "limit": count,
-        "samples_buffer_size": 64,
-    }
-    if resize:
-        config["image_config"] = BUCKETS
-    env = {**os.environ, "DATAGO_MAX_TASKS": "2"}
-    best = (0.0, 0.0)
-    for _ in range(2):
-        cpu_before = _children_cpu_s()
-        done = subprocess.run(
-            [str(RUST_PYTHON), "-c", RUST_SCRIPT, json.dumps(config)],
-            capture_output=True, text=True, env=env, cwd="/", check=True, timeout=300,
-        )  # fmt: skip
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-        cpu_ms = (_children_cpu_s() - cpu_before) * 1e3 / result["count"]
-        best = max(best, (result["count"] / result["seconds"], cpu_ms))
-    return best
-
-
-RUST_DUMP = """
-import json, sys
-from pathlib import Path
-from datago import DatagoClient
-config, out = json.loads(sys.argv[1]), Path(sys.argv[2])
-client = DatagoClient(json.dumps(config))
-shapes = {}
-while (sample := client.get_sample()) is not None:
-    payload = sample.image.get_payload()
-    name = Path(sample.id.strip('"')).name
-    (out / name).write_bytes(payload.data)
-    shapes[name] = [payload.height, payload.width, payload.channels]
-print(json.dumps(shapes))
-"""
+    results = [run_rust(folder, len(paths) * RUST_COPIES, resize) for _ in range(2)]
+    return max((r["count"] / r["seconds"], r["cpu_ms"]) for r in results)
 
 
 def fidelity(paths: list[Path]) -> None:
     """Pixel error of each resize path against Rust datago's own output (and Pillow's replica)."""
-    if not RUST_PYTHON.exists():
-        return
     table = BucketTable.build(512, 32, 0.5, 2.0)
-    config = {
-        "source_type": "file",
-        "source_config": {"root_path": str(paths[0].parent)},
-        "image_config": BUCKETS,
-        "limit": 8,
-        "samples_buffer_size": 64,
-    }
     with tempfile.TemporaryDirectory() as out:
-        done = subprocess.run(
-            [str(RUST_PYTHON), "-c", RUST_DUMP, json.dumps(config), out],
-            capture_output=True, text=True, cwd="/", check=True, timeout=300,
-        )  # fmt: skip
-        shapes = json.loads(done.stdout.strip().splitlines()[-1])
+        shapes = run_rust(paths[0].parent, 8, True, out)["shapes"]
         rust = {
             name: np.frombuffer((Path(out) / name).read_bytes(), np.uint8).reshape(shape)
             for name, shape in shapes.items()
         }
-    paths_ = {path.name: path for path in paths}
-    ours = {
-        f"ours ({r.name})": ImageProcessor(ImageConfig(**BUCKETS), resampler=r)  # type: ignore[arg-type]
-        for r in resamplers()
-    }
+    config = ImageConfig(**BUCKETS)  # type: ignore[arg-type]
+    ours = {f"ours ({r.name})": ImageProcessor(config, resampler=r) for r in resamplers()}
     errors: dict[str, list[np.ndarray]] = {label: [] for label in [*ours, "Pillow replica"]}
     for name, expected in rust.items():
-        blob = paths_[name].read_bytes()
+        blob = (paths[0].parent / name).read_bytes()
         for label, processor in ours.items():
-            errors[label].append(
-                abs_error(processor.process(blob, StageTimes())[0].to_numpy(), expected)
-            )
-        errors["Pillow replica"].append(abs_error(naive_pillow(blob, table), expected))
-    print("| vs Rust datago's pixels | mean abs error | p99.9 | max |")
-    print("|---|---|---|---|")
+            pixels = processor.process(blob, StageTimes())[0].to_numpy()
+            errors[label].append(abs_error(pixels, expected))
+        errors["Pillow replica"].append(abs_error(naive(blob, table), expected))
+    print("\n| vs Rust datago's pixels | mean abs error | p99.9 | max |\n|---|---|---|---|")
     for label, found in errors.items():
         flat = np.concatenate([error.ravel() for error in found])
         print(f"| {label} | {flat.mean():.2f} | {np.percentile(flat, 99.9):.0f} | {flat.max()} |")
-    print()
 
 
 def abs_error(out: np.ndarray, expected: np.ndarray) -> np.ndarray:
@@ -349,9 +303,7 @@ def main() -> None:
     for name in args.sets.split(","):
         paths = dataset(name)
         blobs = [path.read_bytes() for path in paths]
-        megapixels = (
-            np.mean([Image.open(path).size[0] * Image.open(path).size[1] for path in paths]) / 1e6
-        )
+        megapixels = np.mean([np.prod(Image.open(path).size) for path in paths]) / 1e6
         kilobytes = np.mean([len(blob) for blob in blobs]) / 1e3
         print(f"### {name}: {len(blobs)} images, {megapixels:.2f} MP, {kilobytes:.0f} KB avg\n")
         print(
@@ -380,17 +332,16 @@ def main() -> None:
                 f"| {label} | {one:.0f} | {cpu_ms:.1f} | {2000 / cpu_ms:.0f} | {two:.0f} | {busy:.2f} | "
                 f"{two / one:.2f} | {two / baseline:.2f} |"
             )
-        fidelity(paths)
-        for resize in (False, True):
-            rust = rust_datago(paths, resize)
-            if rust is not None:
-                rate, cpu_ms = rust
-                label = "bucket 512" if resize else "decode"
-                print(
-                    f"| Rust datago files, {label} (2 tasks, incl. file reads) | | {cpu_ms:.1f} | "
-                    f"{2000 / cpu_ms:.0f} | {rate:.0f} | {rate * cpu_ms / 1e3:.2f} | | "
-                    f"{rate / baseline:.2f} |"
-                )
+        for resize in (False, True) if RUST_PYTHON.exists() else ():
+            rate, cpu_ms = rust_datago(paths, resize)
+            label = "bucket 512" if resize else "decode"
+            print(
+                f"| Rust datago files, {label} (2 tasks, incl. file reads) | | {cpu_ms:.1f} | "
+                f"{2000 / cpu_ms:.0f} | {rate:.0f} | {rate * cpu_ms / 1e3:.2f} | | "
+                f"{rate / baseline:.2f} |"
+            )
+        if RUST_PYTHON.exists():
+            fidelity(paths)
         print()
 
 
