@@ -21,7 +21,9 @@ class ImageProcessor:
 
     With `crop_and_resize`, a JPEG's bucket is chosen from its header, so it can be decoded at
     the smallest DCT scale that still covers the bucket; one Lanczos3 pass then resamples the
-    centred crop (upstream resizes, then resamples the crop a second time).
+    centred crop (upstream resizes, then resamples the crop a second time). JPEG pre-encoding
+    converts what JPEG cannot hold (alpha, 16 bits) where upstream drops the sample; see
+    `encode_payload`.
     """
 
     def __init__(self, config: ImageConfig | None, *, resampler: Resampler | None = None) -> None:
