@@ -11,12 +11,15 @@ Splits: rank x torch worker, see `dataroom_query.SplitPlan`. Pages carry
 fetched without it (dataroom serves them from storage, often presigned, where it would not
 belong).
 
-Failures: a page that still fails after retries raises `SourceError` (a 401/403 names the
-token), whether it is the first page or a later one, so a cut-short pass never looks like the
-end of the data. A malformed item, or a sample whose image or latent file cannot be
-downloaded (a 404, or retries spent), is counted in `stats` as skipped and the stream goes on.
-Samples come out in page order; at most max(32, 4 x DATAGO_MAX_TASKS) of them download at
-once, and the next page is read only when they leave room.
+Failures: every GET gets `DATAGO_MAX_RETRIES` attempts, with backoff, against 5xx, 408,
+429, resets, truncated bodies and answers slower than `HTTP_TIMEOUT_S`. A page that still
+fails, or whose body is not `{"results": [...], "next": url | null}`, raises `SourceError`
+after the samples of the pages before it and counts a `stats.source_errors` (a 401/403 names
+the token), so a cut-short pass never looks like the end of the data. A malformed item, or a
+sample whose image or latent file cannot be downloaded (a 404, or attempts spent), is counted
+in `stats` as skipped and the stream goes on. Samples come out in page order; at most
+max(32, 4 x DATAGO_MAX_TASKS) of them download at once, and the next page is read only when
+they leave room.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from datago.sources.dataroom_items import ItemRefs, MalformedItem, Page, parse_p
 from datago.sources.dataroom_query import SplitPlan, first_page_url, plan_split
 from datago.sources.http import HttpClient, HttpStatusError
 
+HTTP_TIMEOUT_S = 60.0
+"""Seconds one page or file GET may take, headers and body, before it fails and is retried."""
 _MIN_WINDOW = 32
 _T = TypeVar("_T")
 
@@ -89,7 +94,7 @@ class _Reader:
         self.executor = ctx.executor
         key = ctx.environment.dataroom_api_key
         self.headers = {"Authorization": f"Token {key}"} if key else {}
-        self.http = HttpClient(attempts=ctx.environment.max_retries)
+        self.http = HttpClient(attempts=ctx.environment.max_retries, timeout_s=HTTP_TIMEOUT_S)
         window = max(_MIN_WINDOW, 4 * ctx.environment.max_tasks)
         self.pending: asyncio.Queue[asyncio.Task[RawSample | None] | _End] = asyncio.Queue(window)
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -104,19 +109,29 @@ class _Reader:
         await self.pending.put(end)
 
     async def _paginate(self, first_url: str) -> None:
-        number = 1
-        fetch: asyncio.Task[Page] | None = self._spawn(self._page(first_url, number))
+        number, url = 1, first_url
+        fetch: asyncio.Task[Page] | None = self._spawn(self._page(url, number))
         while fetch is not None:
             page = await fetch
             next_url = page.next_url
             if self.random:
                 next_url = first_url if page.items else None
-            number += 1
+            elif next_url == url:
+                raise SourceError(f"dataroom page {number} ({url}) links to itself as next")
+            number, url = number + 1, next_url or ""
             fetch = self._spawn(self._page(next_url, number)) if next_url else None
             for item in page.items:
                 await self._dispatch(item)
 
     async def _page(self, url: str, number: int) -> Page:
+        """One page; a page lost for good is counted in `stats` and raised."""
+        try:
+            return await self._read_page(url, number)
+        except SourceError as exc:
+            self.stats.source_error(f"dataroom page {number}", str(exc))
+            raise
+
+    async def _read_page(self, url: str, number: int) -> Page:
         """One page, parsed in the executor; raises `SourceError` once retries are spent."""
         try:
             body = await self.http.get_bytes(url, self.headers)

@@ -57,7 +57,7 @@ def parse_page(body: bytes) -> Page:
     """Parse `{"results": [...], "next": url | null}`; raises `ValueError` if it is not that."""
     try:
         data = json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
         raise ValueError(f"the body is not JSON ({exc})") from exc
     results = data.get("results") if isinstance(data, dict) else None
     next_url = data.get("next") if isinstance(data, dict) else None

@@ -4,11 +4,15 @@
 resumes at the byte it reached: with `Range: bytes=N-` when the server answers 206, else by
 reading the body again and dropping its first N bytes. Either way no byte is delivered twice;
 a resource whose size, ETag or Last-Modified changes meanwhile is an error, not a splice.
+
+Not retried: other 4xx statuses, malformed or non-HTTP URLs and TLS certificate errors, which
+another attempt cannot fix. An error status quotes the start of its body (a 400's `detail`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -23,21 +27,28 @@ logger = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(\d+|\*)")
+_PERMANENT = (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError, aiohttp.ClientSSLError)
+_DETAIL_BYTES = 200  # of an error answer's body, quoted in the error
+_DETAIL_WAIT_S = 1.0
 
 
 class HttpStatusError(SourceError):
-    """The server answered with an error status."""
+    """The server answered with an error status; `detail` is the start of its body, if any."""
 
-    def __init__(self, url: str, status: int) -> None:
-        super().__init__(f"GET {url}: HTTP {status}")
+    def __init__(self, url: str, status: int, detail: str = "") -> None:
+        message = f"GET {url}: HTTP {status}"
+        super().__init__(f"{message}: {detail}" if detail else message)
         self.url = url
         self.status = status
+        self.detail = detail
 
 
 def is_retryable(exc: BaseException) -> bool:
     """Whether another attempt may succeed: transient statuses, resets, timeouts, bad bodies."""
     if isinstance(exc, HttpStatusError):
         return exc.status in RETRYABLE_STATUS
+    if isinstance(exc, _PERMANENT):
+        return False
     return isinstance(exc, aiohttp.ClientError | asyncio.TimeoutError | ConnectionError)
 
 
@@ -47,7 +58,12 @@ def backoff_delay(attempt: int, base_s: float = 0.1, cap_s: float = 3.0) -> floa
 
 
 class HttpClient:
-    """One aiohttp session per pass; `get_bytes` / `get_json` retry transient failures."""
+    """One aiohttp session per pass; `get_bytes` / `get_json` retry transient failures.
+
+    `attempts` GETs at most per call; each `get_bytes` attempt must end within `timeout_s`
+    (headers and body: a stalled answer fails and is retried), each `stream` read within
+    `stall_timeout_s`.
+    """
 
     def __init__(
         self,
@@ -60,6 +76,7 @@ class HttpClient:
     ) -> None:
         self.attempts = attempts
         self.backoff_base_s = backoff_base_s
+        self.timeout_s = timeout_s
         self.timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(timeout_s, 10.0))
         # A stream may take longer than any total timeout; it fails when no byte comes for a while.
         self.stream_timeout = aiohttp.ClientTimeout(
@@ -80,14 +97,15 @@ class HttpClient:
             try:
                 async with self.session.get(url, headers=headers) as response:
                     if response.status >= 400:
-                        raise HttpStatusError(url, response.status)
+                        raise await _status_error(url, response)
                     return await response.read()
             except Exception as exc:
                 if not is_retryable(exc) or attempt == self.attempts:
                     if isinstance(exc, SourceError):
                         raise
                     raise SourceError(
-                        f"GET {url} failed after {attempt} attempt(s): {exc!r}"
+                        f"GET {url} failed after {attempt} attempt(s): "
+                        f"{_describe(exc, self.timeout_s)}"
                     ) from exc
                 delay = backoff_delay(attempt, self.backoff_base_s)
                 logger.info("GET %s failed (%r); retry %d in %.2fs", url, exc, attempt, delay)
@@ -129,7 +147,7 @@ class HttpClient:
                     if received and response.status == 416 and received == total:
                         return  # everything had arrived; the failure came after the last byte
                     if response.status >= 400:
-                        raise HttpStatusError(url, response.status)
+                        raise await _status_error(url, response)
                     start, length = _body_range(url, response)
                     seen = response.headers.get("ETag") or response.headers.get("Last-Modified")
                     if (total is not None and length is not None and length != total) or (
@@ -179,3 +197,24 @@ def _body_range(url: str, response: aiohttp.ClientResponse) -> tuple[int, int | 
     if match is None:
         raise SourceError(f"GET {url}: unusable Content-Range in a 206 answer")
     return int(match[1]), None if match[2] == "*" else int(match[2])
+
+
+async def _status_error(url: str, response: aiohttp.ClientResponse) -> HttpStatusError:
+    """The error for an error answer, quoting its JSON `detail` or the start of its body."""
+    head = b""
+    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+        async with asyncio.timeout(_DETAIL_WAIT_S):
+            head = await response.content.read(_DETAIL_BYTES)
+    text = head.decode("utf-8", "replace")
+    with contextlib.suppress(ValueError):
+        data = json.loads(text)
+        if isinstance(data, dict) and isinstance(data.get("detail"), str):
+            text = data["detail"]
+    return HttpStatusError(url, response.status, " ".join(text.split())[:_DETAIL_BYTES])
+
+
+def _describe(exc: Exception, timeout_s: float) -> str:
+    """A failure in words: a timeout says how long it waited, a refusal what it was."""
+    if isinstance(exc, TimeoutError) and not str(exc):
+        return f"no complete answer within {timeout_s:g}s ({type(exc).__name__})"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
