@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import os
 import resource
 import subprocess
@@ -132,7 +133,7 @@ def naive(blob: bytes, table: BucketTable, reduced: bool = False) -> np.ndarray:
         width, height = Image.open(io.BytesIO(blob)).size
     target_w, target_h = table.choose(width, height)
     scale = max(target_w / width, target_h / height)
-    cover = (round(width * scale), round(height * scale))
+    cover = (math.floor(width * scale + 0.5), math.floor(height * scale + 0.5))
     if blob[:3] == b"\xff\xd8\xff":
         minimum = cover if reduced else (0, 0)
         image = Image.fromarray(

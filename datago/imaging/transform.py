@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import cast
 
 import numpy as np
@@ -14,10 +15,13 @@ _GREY = np.float32(128.0) / np.float32(255.0)
 
 
 def cover_size(width: int, height: int, bucket: Bucket) -> tuple[int, int]:
-    """The size upstream resizes to before cropping: scale = max(tw/w, th/h), rounded."""
+    """The size upstream resizes to before cropping: scale = max(tw/w, th/h), rounded.
+
+    Rounded half away from zero as Rust's `f64::round`, not half to even as Python's `round`.
+    """
     target_w, target_h = bucket
     scale = max(target_w / width, target_h / height)
-    return max(round(width * scale), 1), max(round(height * scale), 1)
+    return max(math.floor(width * scale + 0.5), 1), max(math.floor(height * scale + 0.5), 1)
 
 
 def crop_box(original: tuple[int, int], bucket: Bucket, *, integer_offsets: bool = False) -> Box:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 
 import numpy as np
 from PIL import Image
@@ -44,7 +45,7 @@ def reference_bucket_resize(pixels: np.ndarray, bucket: tuple[int, int]) -> np.n
     height, width = pixels.shape[:2]
     target_w, target_h = bucket
     scale = max(target_w / width, target_h / height)
-    cover = (round(width * scale), round(height * scale))
+    cover = (math.floor(width * scale + 0.5), math.floor(height * scale + 0.5))  # as Rust rounds
     left, top = (cover[0] - target_w) / 2, (cover[1] - target_h) / 2
     image = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
     resized = image.resize(cover, Image.Resampling.LANCZOS)

@@ -37,6 +37,10 @@ def test_cover_size_and_fractional_crop() -> None:
     assert right - left == pytest.approx(576 * 1280 / 597)
 
 
+def test_cover_size_rounds_half_away_from_zero() -> None:
+    assert cover_size(5, 4, (2, 2)) == (3, 2)  # 2.5 -> 3 as Rust's f64::round (Python: 2)
+
+
 def test_integer_crop_for_16_bit() -> None:
     left, _, _, _ = crop_box((1280, 960), (576, 448), integer_offsets=True)
     assert left == pytest.approx(10 * 1280 / 597)
