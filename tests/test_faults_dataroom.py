@@ -1,0 +1,353 @@
+"""The `db` source end to end under network faults: `DatagoClient` against the folder server.
+
+The server runs in its own thread, so the test's consumer can block like a user's. A seeded
+middleware breaks ~10 % of the requests, pages and media alike, in a way fixed by the seed
+and the URL (not by arrival order): 5xx, resets, stalls before the headers or mid-body, and
+bodies cut short of their Content-Length. A transient fault never hits one URL as many
+times as there are attempts, so every sample must come through exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import io
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from aiohttp import web
+
+from datago import DatagoClient, SourceError
+from datago.dataroom_server import make_app
+from tests.conftest import encode, photo
+
+TOKEN = "fault-token"
+TIMEOUT_S = 0.5  # HTTP_TIMEOUT_S during these tests: a stall costs this much
+KINDS = ("500", "503", "reset", "stall_headers", "stall_body", "truncate")
+
+
+def write_catalogue(root: Path, count: int = 150) -> dict[str, dict[str, Any]]:
+    """`count` small JPEG/PNG images in two sources; every third one has a mask and a latent."""
+    expected: dict[str, dict[str, Any]] = {}
+    for number in range(count):
+        source = "alpha" if number % 2 else "beta"
+        folder = root / source
+        folder.mkdir(parents=True, exist_ok=True)
+        width, height = 16 + 4 * (number % 5), 12 + 4 * (number % 3)
+        ext = "png" if number % 4 == 1 else "jpg"
+        name = f"img_{number:03d}"
+        image = photo(width, height, number)
+        (folder / f"{name}.{ext}").write_bytes(encode(image, "PNG" if ext == "png" else "JPEG"))
+        meta: dict[str, Any] = {"width": width, "height": height}
+        if number % 3 == 0:
+            mask = image.convert("L").point(lambda v: 255 if v > 128 else 0)
+            (folder / f"{name}.mask.png").write_bytes(encode(mask, "PNG"))
+            latent = io.BytesIO()
+            np.save(latent, np.full((2, 3), number, dtype=np.float16))
+            (folder / f"{name}.latent_vae.npy").write_bytes(latent.getvalue())
+            meta["latent"] = latent.getvalue()
+        expected[f"{source}/{name}.{ext}"] = meta
+    return expected
+
+
+@dataclass
+class Faults:
+    """A middleware that breaks requests: at random (seeded, per URL and attempt) or always."""
+
+    rate: float = 0.0
+    seed: int = 0
+    in_a_row: int = 2  # transient faults per URL at most: one less than the attempts
+    always: dict[Callable[[web.Request], bool], int] = field(default_factory=dict)
+    rewrite: dict[Callable[[web.Request], bool], Callable[[bytes], bytes]] = field(
+        default_factory=dict
+    )
+    media_delay_s: float = 0.0
+    only: Callable[[str], str | None] | None = None
+    """When set, the fault for each request key, every time (replaces the random draw)."""
+    attempts: collections.Counter[str] = field(default_factory=collections.Counter)
+    queries: list[dict[str, str]] = field(default_factory=list)
+    injected: list[tuple[str, str]] = field(default_factory=list)
+
+    def pick(self, key: str, attempt: int) -> str | None:
+        if self.only is not None:
+            return self.only(key)
+        digest = hashlib.sha256(f"{self.seed}:{key}:{attempt}".encode()).digest()
+        if attempt >= self.in_a_row or int.from_bytes(digest[:8]) / 2**64 >= self.rate:
+            return None
+        return KINDS[digest[8] % len(KINDS)]
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        key = request.path_qs
+        attempt = self.attempts[key]
+        self.attempts[key] += 1
+        self.queries.append(dict(request.query))
+        for matches, status in self.always.items():
+            if matches(request):
+                return web.json_response({"detail": "injected for good"}, status=status)
+        if request.path.startswith("/media/") and self.media_delay_s:
+            await asyncio.sleep(self.media_delay_s)
+        kind = self.pick(key, attempt)
+        if kind is None:
+            response: web.Response = await handler(request)
+            for matches, change in self.rewrite.items():
+                if matches(request):
+                    response = web.Response(body=change(response.body), status=response.status)  # type: ignore[arg-type]
+            return response
+        self.injected.append((key, kind))
+        if kind in ("500", "503"):
+            return web.Response(status=int(kind), text="injected")
+        if kind == "reset":
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response(text="never sent")
+        if kind == "stall_headers":
+            await _until_hung_up(request)
+            return web.Response(text="too late")
+        answer = await handler(request)
+        body = answer.body
+        cut = web.StreamResponse(status=200)
+        cut.content_length = len(body)
+        await cut.prepare(request)
+        await cut.write(body[: len(body) // 2])
+        if kind == "stall_body":
+            await _until_hung_up(request)
+        elif request.transport is not None:  # truncate
+            request.transport.close()
+        return cut
+
+
+async def _until_hung_up(request: web.Request, longest_s: float = 10.0) -> None:
+    """A stall: wait until the client gives up and closes the connection."""
+    deadline = time.monotonic() + longest_s
+    while time.monotonic() < deadline:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return
+        await asyncio.sleep(0.02)
+
+
+class ServerThread:
+    """The folder server on 127.0.0.1 in its own thread and event loop."""
+
+    def __init__(self, root: Path, faults: Faults) -> None:
+        self.app = make_app(root, token=TOKEN, middlewares=[faults.middleware])
+        self.loop = asyncio.new_event_loop()
+        # Named, so that its file-reading threads are not taken for the client's.
+        self.io = ThreadPoolExecutor(4, thread_name_prefix="fault-server-io")
+        self.loop.set_default_executor(self.io)
+        self.thread = threading.Thread(target=self.loop.run_forever, name="fault-server")
+        self.runner = web.AppRunner(self.app, shutdown_timeout=0.2, access_log=None)
+        self.url = ""
+
+    def __enter__(self) -> ServerThread:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(5)
+        return self
+
+    async def _start(self) -> None:
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}/api/"
+
+    def __exit__(self, *exc_info: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+        self.io.shutdown()
+
+
+@pytest.fixture
+def catalogue(tmp_path: Path) -> dict[str, dict[str, Any]]:
+    return write_catalogue(tmp_path / "data")
+
+
+@pytest.fixture
+def faults() -> Faults:
+    return Faults()
+
+
+@pytest.fixture
+def server(
+    tmp_path: Path,
+    catalogue: dict[str, Any],
+    faults: Faults,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[ServerThread]:
+    monkeypatch.setattr("datago.sources.dataroom.HTTP_TIMEOUT_S", TIMEOUT_S)
+    monkeypatch.setenv("DATAGO_MAX_RETRIES", "3")
+    with ServerThread(tmp_path / "data", faults) as running:
+        monkeypatch.setenv("DATAROOM_API_URL", running.url)
+        monkeypatch.setenv("DATAROOM_API_KEY", TOKEN)
+        yield running
+
+
+def db_config(**source: Any) -> dict[str, Any]:
+    keys = {"sources": "alpha,beta", "page_size": 10, "require_images": True, **source}
+    return {"source_type": "db", "source_config": keys, "samples_buffer_size": 16}
+
+
+def read_all(client: DatagoClient, into: list[str] | None = None) -> list[str]:
+    ids = [] if into is None else into
+    for sample in client:
+        ids.append(sample.id)
+    return ids
+
+
+def cursor_of(catalogue: dict[str, Any], after: int) -> Callable[[web.Request], bool]:
+    """Matches the request for the page that starts after the first `after` ids."""
+    last = sorted(catalogue)[after - 1]
+    return lambda request: request.query.get("cursor") == last
+
+
+def is_page(key: str) -> bool:
+    return key.startswith("/api/")
+
+
+def test_transient_faults_on_pages_and_media_lose_and_repeat_nothing(
+    server: ServerThread, faults: Faults, catalogue: dict[str, dict[str, Any]]
+) -> None:
+    faults.rate, faults.seed = 0.1, 7
+    start = time.monotonic()
+    with DatagoClient(db_config()) as client:
+        samples = list(client)
+        stats = client.stats
+    assert time.monotonic() - start < 15
+    assert [s.id for s in samples] == sorted(catalogue)
+    for sample in samples:
+        meta = catalogue[sample.id]
+        assert sample.image.to_numpy().shape == (meta["height"], meta["width"], 3)
+    assert (stats.samples, stats.skipped, stats.source_errors) == (len(catalogue), 0, 0)
+    kinds = {kind for _, kind in faults.injected}
+    assert kinds == set(KINDS), faults.injected
+    assert any(is_page(key) for key, _ in faults.injected)
+    assert sum(not is_page(key) for key, _ in faults.injected) >= 10
+    for key, _ in faults.injected:  # every broken request was asked again
+        assert faults.attempts[key] >= 2
+
+
+def test_transient_faults_on_masks_and_latents(
+    server: ServerThread, faults: Faults, catalogue: dict[str, dict[str, Any]]
+) -> None:
+    faults.rate, faults.seed = 0.1, 3
+    config = db_config(has_masks="mask", has_latents="latent_vae")
+    with DatagoClient(config) as client:
+        samples = list(client)
+        stats = client.stats
+    with_files = sorted(key for key, meta in catalogue.items() if "latent" in meta)
+    assert [s.id for s in samples] == with_files
+    for sample in samples:
+        meta = catalogue[sample.id]
+        assert sample.masks["mask"].to_numpy().shape[:2] == (meta["height"], meta["width"])
+        assert sample.latents["latent_vae"] == meta["latent"]
+    assert (stats.skipped, stats.source_errors) == (0, 0)
+    assert any("mask" in key for key, _ in faults.injected)
+    assert any("latent" in key for key, _ in faults.injected)
+
+
+def test_an_image_missing_for_good_is_skipped_once_and_the_rest_delivered(
+    server: ServerThread, faults: Faults, catalogue: dict[str, dict[str, Any]]
+) -> None:
+    missing = sorted(catalogue)[42]
+    faults.rate, faults.seed = 0.1, 11
+    faults.always[lambda request: request.path == f"/media/{missing}"] = 404
+    with DatagoClient(db_config()) as client:
+        ids = read_all(client)
+        stats = client.stats
+    assert ids == [key for key in sorted(catalogue) if key != missing]
+    assert (stats.samples, stats.skipped, stats.source_errors) == (len(catalogue) - 1, 1, 0)
+    assert stats.skip_reasons == {"download failed": 1}
+    assert faults.attempts[f"/media/{missing}"] == 1  # a 404 is not retried
+
+
+def test_a_page_failing_for_good_raises_after_the_samples_before_it(
+    server: ServerThread, faults: Faults, catalogue: dict[str, dict[str, Any]]
+) -> None:
+    faults.rate, faults.seed = 0.1, 5
+    faults.always[cursor_of(catalogue, 30)] = 500
+    ids: list[str] = []
+    start = time.monotonic()
+    with (
+        DatagoClient(db_config()) as client,
+        pytest.raises(SourceError, match=r"page 4 failed: GET .*HTTP 500: injected for good"),
+    ):
+        read_all(client, into=ids)
+    assert time.monotonic() - start < 10
+    assert ids == sorted(catalogue)[:30]
+    stats = client.stats
+    assert (stats.samples, stats.skipped, stats.source_errors) == (30, 0, 1)
+    last = sorted(catalogue)[29]
+    assert [query.get("cursor") for query in faults.queries].count(last) == 3
+
+
+@pytest.mark.parametrize("retries", [1, 2, 5])
+def test_a_page_is_asked_exactly_max_retries_times(
+    server: ServerThread,
+    faults: Faults,
+    catalogue: dict[str, dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    retries: int,
+) -> None:
+    monkeypatch.setenv("DATAGO_MAX_RETRIES", str(retries))
+    faults.always[lambda request: request.path.startswith("/api/")] = 503
+    with DatagoClient(db_config()) as client, pytest.raises(SourceError, match="HTTP 503"):
+        read_all(client)
+    assert sum(faults.attempts.values()) == retries
+
+
+def fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def settled_fd_count(baseline: int, within_s: float = 1.0) -> int:
+    """The fd count once it is back to `baseline`, or as it stands after `within_s`."""
+    deadline = time.monotonic() + within_s
+    while (count := fd_count()) > baseline and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return count
+
+
+@pytest.mark.parametrize("stall", ["media_in_flight", "pages_stalled", "media_bodies_stalled"])
+def test_closing_mid_stream_is_quick_and_leaves_no_thread_or_socket(
+    server: ServerThread,
+    faults: Faults,
+    catalogue: dict[str, dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    stall: str,
+) -> None:
+    monkeypatch.setattr("datago.sources.dataroom.HTTP_TIMEOUT_S", 30.0)
+    if stall == "media_in_flight":
+        faults.media_delay_s = 0.05
+    elif stall == "pages_stalled":  # no answer at all
+        faults.only = lambda key: "stall_headers" if key.startswith("/api/") else None
+    else:  # headers and half of the body, then nothing
+        faults.only = lambda key: "stall_body" if key.startswith("/media/") else None
+    threads = set(threading.enumerate())
+    baseline = fd_count()
+    client = DatagoClient(db_config())
+    try:
+        if stall == "media_in_flight":
+            first = [client.get_sample(timeout=5) for _ in range(5)]
+            assert [s.id for s in first if s is not None] == sorted(catalogue)[:5]
+        else:
+            with pytest.raises(TimeoutError):
+                client.get_sample(timeout=0.5)
+            assert faults.injected
+        assert fd_count() > baseline  # connections are open
+    finally:
+        start = time.monotonic()
+        client.close()
+        closed_in = time.monotonic() - start
+    assert closed_in < 1.0
+    assert settled_fd_count(baseline) <= baseline
+    assert {t for t in threading.enumerate() if not t.name.startswith("fault-server")} <= threads
