@@ -133,6 +133,10 @@ class DatagoIterDataset(IterableDataset[Any]):
                 "DataLoader(pin_memory=True)"
             )
         workers = Partition(info.id, info.num_workers) if info is not None else Partition()
+        if info is not None:
+            # Each worker process runs its own decode threads: share the cores between them.
+            cores = max(1, (os.cpu_count() or 1) // info.num_workers)
+            os.environ.setdefault("DATAGO_MAX_TASKS", str(cores))
         config = _part_config(self.config, self._ranks or _ranks_of(self.config), workers)
         if config is None:
             return
