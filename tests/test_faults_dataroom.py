@@ -13,7 +13,9 @@ import asyncio
 import collections
 import hashlib
 import io
+import json
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -67,7 +69,7 @@ class Faults:
     seed: int = 0
     in_a_row: int = 2  # transient faults per URL at most: one less than the attempts
     always: dict[Callable[[web.Request], bool], int] = field(default_factory=dict)
-    rewrite: dict[Callable[[web.Request], bool], Callable[[bytes], bytes]] = field(
+    rewrite: dict[Callable[[web.Request], bool], Callable[[web.Request, bytes], bytes]] = field(
         default_factory=dict
     )
     media_delay_s: float = 0.0
@@ -101,7 +103,9 @@ class Faults:
             response: web.Response = await handler(request)
             for matches, change in self.rewrite.items():
                 if matches(request):
-                    response = web.Response(body=change(response.body), status=response.status)  # type: ignore[arg-type]
+                    response = web.Response(
+                        body=change(request, response.body), status=response.status
+                    )  # type: ignore[arg-type]
             return response
         self.injected.append((key, kind))
         if kind in ("500", "503"):
@@ -351,3 +355,121 @@ def test_closing_mid_stream_is_quick_and_leaves_no_thread_or_socket(
     assert closed_in < 1.0
     assert settled_fd_count(baseline) <= baseline
     assert {t for t in threading.enumerate() if not t.name.startswith("fault-server")} <= threads
+
+
+def _with_next(next_url: Callable[[web.Request], str]) -> Callable[[web.Request, bytes], bytes]:
+    def change(request: web.Request, body: bytes) -> bytes:
+        page = json.loads(body)
+        page["next"] = next_url(request)
+        return json.dumps(page).encode()
+
+    return change
+
+
+def _dead_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@pytest.mark.parametrize(
+    ("body", "delivered", "message"),
+    [
+        (lambda *_: b"<html>Bad gateway</html>", 10, r"page 2 \(http://.*\): the body is not JSON"),
+        (lambda *_: b"\xff\xfe{}", 10, "page 2 .*the body is not JSON"),
+        (lambda *_: b"[" * 100_000, 10, "page 2 .*the body is not JSON"),
+        (lambda *_: b"[1, 2]", 10, r"page 2 .*the body is not \{'results'"),
+        (lambda *_: b'{"results": {}, "next": null}', 10, r"page 2 .*not \{'results'"),
+        (lambda *_: b'{"results": [], "next": 5}', 10, r"page 2 .*not \{'results'"),
+        (
+            _with_next(lambda request: str(request.url)),
+            20,
+            r"page 2 \(http://.*\) is its own next page",
+        ),
+        (
+            _with_next(lambda _: f"http://127.0.0.1:{_dead_port()}/api/images/?cursor=x"),
+            20,
+            r"page 3 failed: GET http://127.0.0.1:\d+/api/images/\?cursor=x failed after 3 "
+            r"attempt\(s\): ClientConnectorError: Cannot connect",
+        ),
+        (
+            _with_next(lambda _: "/api/images/?cursor=x"),
+            20,
+            r"page 3 failed: GET /api/images/\?cursor=x failed after 1 attempt\(s\)",
+        ),
+    ],
+    ids=[
+        "html",
+        "not-utf8",
+        "too-deep",
+        "list",
+        "results-object",
+        "next-number",
+        "next-itself",
+        "next-dead-port",
+        "next-relative",
+    ],
+)
+def test_a_malformed_page_is_a_source_error_after_the_samples_before_it(
+    server: ServerThread,
+    faults: Faults,
+    catalogue: dict[str, dict[str, Any]],
+    body: Callable[[web.Request, bytes], bytes],
+    delivered: int,
+    message: str,
+) -> None:
+    faults.rewrite[cursor_of(catalogue, 10)] = body
+    ids: list[str] = []
+    start = time.monotonic()
+    with DatagoClient(db_config()) as client, pytest.raises(SourceError, match=message):
+        read_all(client, into=ids)
+    assert time.monotonic() - start < 5
+    assert ids == sorted(catalogue)[:delivered]
+    assert client.stats.source_errors == 1
+
+
+def test_a_client_error_status_is_not_retried_and_quotes_its_detail(
+    server: ServerThread, faults: Faults, catalogue: dict[str, dict[str, Any]]
+) -> None:
+    faults.always[cursor_of(catalogue, 10)] = 400
+    with (
+        DatagoClient(db_config()) as client,
+        pytest.raises(SourceError, match=r"page 2 failed: GET .*: HTTP 400: injected for good$"),
+    ):
+        read_all(client)
+    assert [query.get("cursor") for query in faults.queries].count(sorted(catalogue)[9]) == 1
+
+
+def test_malformed_items_are_skipped_and_counted(
+    server: ServerThread, faults: Faults, catalogue: dict[str, dict[str, Any]]
+) -> None:
+    ids = sorted(catalogue)
+    broken = {
+        ids[1]: {"attributes": None},
+        ids[2]: {"tags": "a-tag"},
+        ids[3]: {"image_direct_url": 7},
+        ids[4]: {"duplicate_state": "2"},
+        ids[5]: {"coca_embedding": {"vector": ["x"]}},
+        ids[12]: {"latents": [{"latent_type": "mask", "file_direct_url": None}]},
+    }
+    relative = ids[6]  # an image URL without a host: the download fails, not retried
+
+    def corrupt(request: web.Request, body: bytes) -> bytes:
+        page = json.loads(body)
+        for item in page["results"]:
+            item.update(broken.get(item["id"], {}))
+            if item["id"] == relative:
+                item["image_direct_url"] = f"/media/{relative}"
+        page["results"] += ["not an object", {"id": 42}]
+        return json.dumps(page).encode()
+
+    faults.rewrite[lambda request: request.path.startswith("/api/")] = corrupt
+    with DatagoClient(db_config()) as client:
+        delivered = read_all(client)
+        stats = client.stats
+    assert delivered == [key for key in ids if key not in broken and key != relative]
+    pages = len(ids) // 10 + 1  # the last page is empty
+    assert stats.skip_reasons == {"malformed dataroom item": 6 + 2 * pages, "download failed": 1}
+    assert stats.skipped == 7 + 2 * pages
+    assert faults.attempts[f"/media/{relative}"] == 0

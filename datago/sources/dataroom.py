@@ -111,17 +111,22 @@ class _Reader:
     async def _paginate(self, first_url: str) -> None:
         number, url = 1, first_url
         fetch: asyncio.Task[Page] | None = self._spawn(self._page(url, number))
+        loop_error: SourceError | None = None
         while fetch is not None:
             page = await fetch
             next_url = page.next_url
             if self.random:
                 next_url = first_url if page.items else None
-            elif next_url == url:
-                raise SourceError(f"dataroom page {number} ({url}) links to itself as next")
+            elif next_url == url:  # would repeat this page forever
+                loop_error = SourceError(f"dataroom page {number} ({url}) is its own next page")
+                self.stats.source_error(f"dataroom page {number + 1}", str(loop_error))
+                next_url = None
             number, url = number + 1, next_url or ""
             fetch = self._spawn(self._page(next_url, number)) if next_url else None
             for item in page.items:
                 await self._dispatch(item)
+        if loop_error is not None:
+            raise loop_error
 
     async def _page(self, url: str, number: int) -> Page:
         """One page; a page lost for good is counted in `stats` and raised."""
