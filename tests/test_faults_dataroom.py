@@ -103,9 +103,9 @@ class Faults:
             response: web.Response = await handler(request)
             for matches, change in self.rewrite.items():
                 if matches(request):
-                    response = web.Response(
-                        body=change(request, response.body), status=response.status
-                    )  # type: ignore[arg-type]
+                    assert isinstance(response.body, bytes)
+                    body = change(request, response.body)
+                    response = web.Response(body=body, status=response.status)
             return response
         self.injected.append((key, kind))
         if kind in ("500", "503"):
