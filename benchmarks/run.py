@@ -113,6 +113,8 @@ def parse_args() -> argparse.Namespace:
     unknown = set(args.workloads or []) - {w.name for w in WORKLOADS}
     if unknown:
         parser.error(f"unknown workloads {sorted(unknown)}; known: {[w.name for w in WORKLOADS]}")
+    if set(args.impls) - set(report.IMPL_NAMES):
+        parser.error(f"unknown loaders in {args.impls}; known: {list(report.IMPL_NAMES)}")
     return args
 
 
@@ -211,8 +213,12 @@ def environment() -> dict[str, Any]:
             [str(RUST_PYTHON), "-P", "-c", "import importlib.metadata as m; print(m.version('datago'))"],
             capture_output=True, text=True, cwd="/", check=False,
         ).stdout.strip()  # fmt: skip
+    commit = subprocess.run(
+        ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=ROOT
+    ).stdout.strip()
     return {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "commit": commit or "unknown",
         "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
         f"Python {platform.python_version()}",
         "versions": ", ".join(
@@ -232,7 +238,7 @@ def header(context: dict[str, Any], argv: list[str]) -> str:
         [
             f"# Loader benchmark, {context['date']}",
             "",
-            f"- command: `python -m benchmarks.run {' '.join(argv)}`",
+            f"- command: `python -m benchmarks.run {' '.join(argv)}` at commit {context['commit']}",
             f"- machine: {context['machine']}; load average (1/5/15 min) {load} before, "
             f"{load_after} after",
             f"- versions: {context['versions']}",
