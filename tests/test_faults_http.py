@@ -1,0 +1,238 @@
+"""`HttpClient.get_bytes` / `get_json` against a loopback server that misbehaves on cue."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from datago.errors import SourceError
+from datago.sources.http import HttpClient, HttpStatusError, backoff_delay, is_retryable
+
+BODY = bytes(range(256)) * 40
+
+
+@dataclass
+class Script:
+    """Answers the n-th request with `steps[n]` ("ok" once they run out), and records times."""
+
+    steps: list[str | int] = field(default_factory=list)
+    error_body: bytes = b"injected"
+    times: list[float] = field(default_factory=list)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.times.append(time.monotonic())
+        step = self.steps[len(self.times) - 1] if len(self.times) <= len(self.steps) else "ok"
+        if isinstance(step, int):
+            return web.Response(status=step, body=self.error_body)
+        if step == "reset":
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response(text="never sent")
+        if step == "stall":  # no answer at all, until the client hangs up
+            await _until_hung_up(request)
+            return web.Response(text="too late")
+        if step in ("truncate", "stall_body", "error_stall_body"):
+            status = 404 if step == "error_stall_body" else 200
+            response = web.StreamResponse(status=status)
+            response.content_length = len(BODY)
+            await response.prepare(request)
+            if step == "truncate":
+                await response.write(BODY[:1000])
+                request.transport.close()  # type: ignore[union-attr]
+            else:
+                await _until_hung_up(request)
+            return response
+        return web.Response(body=BODY)
+
+
+async def _until_hung_up(request: web.Request, longest_s: float = 10.0) -> None:
+    deadline = time.monotonic() + longest_s
+    while time.monotonic() < deadline:
+        if request.transport is None or request.transport.is_closing():
+            return
+        await asyncio.sleep(0.02)
+
+
+@dataclass
+class Served:
+    script: Script
+    url: str
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[Served]:
+    script = Script()
+    app = web.Application()
+    app.router.add_get("/{name:.*}", script.handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield Served(script, str(server.make_url("/blob")))
+    finally:
+        await server.close()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[HttpClient]:
+    client = HttpClient(attempts=3, timeout_s=0.5, backoff_base_s=0.01)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504, 408, 429])
+@pytest.mark.parametrize("attempts", [1, 2, 4])
+async def test_a_retryable_status_is_asked_exactly_attempts_times(
+    served: Served, status: int, attempts: int
+) -> None:
+    served.script.steps = [status] * 10
+    http = HttpClient(attempts=attempts, backoff_base_s=0.01)
+    try:
+        with pytest.raises(HttpStatusError) as caught:
+            await http.get_bytes(served.url)
+    finally:
+        await http.close()
+    assert caught.value.status == status
+    assert len(served.script.times) == attempts
+
+
+async def test_backoff_doubles_between_attempts(served: Served) -> None:
+    served.script.steps = [503] * 3
+    http = HttpClient(attempts=4, backoff_base_s=0.1)
+    try:
+        assert await http.get_bytes(served.url) == BODY
+    finally:
+        await http.close()
+    times = served.script.times
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert len(gaps) == 3
+    for attempt, gap in enumerate(gaps, start=1):
+        assert backoff_delay(attempt, 0.1) <= gap < backoff_delay(attempt, 0.1) + 0.15
+    assert [backoff_delay(n) for n in (1, 2, 3, 6, 7, 20)] == [0.1, 0.2, 0.4, 3.0, 3.0, 3.0]
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 410, 416])
+async def test_a_client_error_is_not_retried(served: Served, http: HttpClient, status: int) -> None:
+    served.script.steps = [status] * 3
+    with pytest.raises(HttpStatusError, match=rf"GET {served.url}: HTTP {status}: injected$"):
+        await http.get_bytes(served.url)
+    assert len(served.script.times) == 1
+
+
+@pytest.mark.parametrize("fault", ["reset", "truncate", "stall", "stall_body", 500])
+async def test_a_transient_fault_is_retried_and_the_body_delivered_whole(
+    served: Served, http: HttpClient, fault: str | int
+) -> None:
+    served.script.steps = [fault, fault]
+    start = time.monotonic()
+    assert await http.get_bytes(served.url) == BODY
+    assert len(served.script.times) == 3
+    stalls = 2 if str(fault).startswith("stall") else 0
+    assert time.monotonic() - start < 0.5 * stalls + 0.5
+
+
+@pytest.mark.parametrize("fault", ["stall", "stall_body"])
+async def test_a_request_stalled_every_time_fails_within_attempts_times_the_timeout(
+    served: Served, http: HttpClient, fault: str
+) -> None:
+    served.script.steps = [fault] * 3
+    start = time.monotonic()
+    with pytest.raises(SourceError, match=r"after 3 attempt\(s\): no complete answer within 0.5s"):
+        await http.get_bytes(served.url)
+    assert 1.5 <= time.monotonic() - start < 2.5
+    assert len(served.script.times) == 3
+
+
+async def test_connection_refused_is_a_clear_error_after_the_attempts(http: HttpClient) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/blob"
+    start = time.monotonic()
+    with pytest.raises(
+        SourceError,
+        match=rf"GET {url} failed after 3 attempt\(s\): ClientConnectorError: "
+        rf"Cannot connect to host 127.0.0.1:{port}",
+    ) as caught:
+        await http.get_bytes(url)
+    assert time.monotonic() - start < 1
+    assert isinstance(caught.value.__cause__, aiohttp.ClientConnectorError)
+
+
+@pytest.mark.parametrize("url", ["/relative/path", "ftp://127.0.0.1/blob", "http://[::1"])
+async def test_a_bad_url_is_not_retried(http: HttpClient, url: str) -> None:
+    start = time.monotonic()
+    with pytest.raises(SourceError, match=r"after 1 attempt\(s\)"):
+        await http.get_bytes(url)
+    assert time.monotonic() - start < 0.1
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        (json.dumps({"detail": "page_size must be in [1, 2000]"}).encode(), "page_size must be"),
+        (b"<h1>Not\n  Found</h1>", "<h1>Not Found</h1>"),
+        (b"x" * 5000, "x" * 200),
+        (b"\xff\xfe oops", "\ufffd\ufffd oops"),
+        (b"", ""),
+    ],
+)
+async def test_an_error_status_quotes_the_start_of_its_body(
+    served: Served, http: HttpClient, body: bytes, detail: str
+) -> None:
+    served.script.steps, served.script.error_body = [400], body
+    with pytest.raises(HttpStatusError) as caught:
+        await http.get_bytes(served.url)
+    assert caught.value.detail.startswith(detail)
+    assert len(caught.value.detail) <= 200
+    suffix = f": {caught.value.detail}" if detail else ""
+    assert str(caught.value) == f"GET {served.url}: HTTP 400{suffix}"
+
+
+async def test_an_error_whose_body_stalls_is_raised_without_waiting_for_it(
+    served: Served, http: HttpClient
+) -> None:
+    served.script.steps = ["error_stall_body"]
+    start = time.monotonic()
+    with pytest.raises(HttpStatusError, match=r"HTTP 404$"):
+        await http.get_bytes(served.url)
+    assert time.monotonic() - start < 0.7  # the 0.5 s timeout, not the 1 s detail wait
+    assert len(served.script.times) == 1
+
+
+async def test_get_json_parses_and_a_non_json_body_is_a_source_error(
+    served: Served, http: HttpClient
+) -> None:
+    with pytest.raises(SourceError, match=r"GET .*: the body is not JSON"):
+        await http.get_json(served.url)
+    assert len(served.script.times) == 1  # a bad body is not a network fault
+
+
+@pytest.mark.parametrize(
+    ("error", "retryable"),
+    [
+        (HttpStatusError("u", 503), True),
+        (HttpStatusError("u", 429), True),
+        (HttpStatusError("u", 404), False),
+        (aiohttp.ServerDisconnectedError(), True),
+        (aiohttp.ClientPayloadError("cut"), True),
+        (TimeoutError(), True),
+        (ConnectionResetError(), True),
+        (aiohttp.InvalidURL("/x"), False),
+        (aiohttp.NonHttpUrlClientError("ftp://x"), False),
+        (ValueError("a bug"), False),
+    ],
+)
+def test_is_retryable(error: BaseException, retryable: bool) -> None:
+    assert is_retryable(error) is retryable
