@@ -5,7 +5,12 @@ Reads ustar, GNU (`././@LongLink` long names) and pax (`path`, `size` records) h
 wants a seekable or blocking file. Members are sliced out of the fed chunks (one copy per
 byte, none for padding). Directories, links and devices are skipped. The stream
 ends at the first zero block; ending at a member boundary without one is accepted (as
-`tarfile` does), ending inside a header or a member is `TruncatedTarError`.
+`tarfile` does), ending inside a header or a member is `TruncatedTarError`, an empty stream
+(0 bytes) is a `TarFormatError`. Sizes are checked before anything is buffered: a member
+over `MAX_MEMBER_BYTES` or a long-name/pax header over `MAX_HEADER_DATA_BYTES` is a
+`TarFormatError` (a corrupt or hostile header), so a lying size field cannot exhaust memory.
+Names are returned as stored (non-UTF-8 bytes as surrogate escapes); judging them is the
+caller's job (`wds_groups`).
 """
 
 from __future__ import annotations
@@ -19,6 +24,12 @@ BLOCK = 512
 _REGULAR = frozenset(b"0\x007")
 _NO_DATA = frozenset(b"123456")  # links, devices, directories, fifos: their size field lies
 _ZERO_BLOCK = bytes(BLOCK)
+_EXTENDED = frozenset(b"LKxg")  # GNU long name/link, pax local/global: data read into memory
+
+MAX_MEMBER_BYTES = 1 << 30
+"""Largest member accepted (1 GiB); members are held whole in memory."""
+MAX_HEADER_DATA_BYTES = 1 << 20
+"""Largest GNU long-name or pax extended header accepted (1 MiB)."""
 
 
 class TarMember(NamedTuple):
@@ -112,6 +123,8 @@ class TarStreamParser:
         """Check the stream did not stop inside a header or a member."""
         if self.ended:
             return
+        if self.offset == 0 and not self._available:
+            raise TarFormatError("empty stream (0 bytes): not a tar archive")
         if self._header is not None or self._available:
             where = f"member {self._header[0]!r}" if self._header else "a header"
             raise TruncatedTarError(f"tar stream truncated inside {where} at byte {self.offset}")
@@ -129,21 +142,32 @@ class TarStreamParser:
         name = _text(raw[0:100])
         if raw[257:263] == b"ustar\x00" and raw[345] != 0:
             name = f"{_text(raw[345:500])}/{name}"
-        if kind in b"LKxg":
+        if kind in _EXTENDED:
+            _check_size(name, size, MAX_HEADER_DATA_BYTES, offset)
             return name, size, kind
         if self._long_name is not None:
             name, self._long_name = self._long_name, None
         if self._pax:
             name = self._pax.get("path", name)
             pax_size = self._pax.get("size", "")
-            if pax_size.isdigit():  # decimal, unlike the header's octal
+            if pax_size.isascii() and pax_size.isdigit():  # decimal, unlike the header's octal
                 size = int(pax_size)
             self._pax = {}
+        if kind not in _NO_DATA:
+            _check_size(name, size, MAX_MEMBER_BYTES, offset)
         return name, size, kind
 
 
 def _text(raw: bytes) -> str:
     return raw.split(b"\x00", 1)[0].decode("utf-8", "surrogateescape")
+
+
+def _check_size(name: str, size: int, limit: int, offset: int) -> None:
+    if size > limit:
+        raise TarFormatError(
+            f"tar member {name[:200]!r} at byte {offset} claims {size} bytes, over the limit of "
+            f"{limit}: corrupt or hostile header"
+        )
 
 
 def _number(field: bytes, what: str, offset: int) -> int:

@@ -15,6 +15,9 @@ Rules (webdataset's convention, not upstream datago's, see docs in `webdataset.p
 - other members: UTF-8 text in `attributes[ext]`, `cls` as an int when it parses;
   binary members (not UTF-8) are ignored. Later members win on a repeated attribute key.
 - a sample without a (non-mask) image is a counted skip, reason "no image".
+- a member whose name is unsafe or unusable as an id (absolute, a `..` component, a NUL,
+  bytes that are not UTF-8, over `MAX_NAME_CHARS`) makes its whole sample a counted skip,
+  reason "bad member name"; the tar is only read, never extracted, so nothing is written.
 """
 
 from __future__ import annotations
@@ -28,6 +31,25 @@ from datago.stats import Stats
 
 IMAGE_TYPES = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "gif", "tiff", "tif"})
 _JPEG = frozenset({"jpg", "jpeg"})
+MAX_NAME_CHARS = 4096
+
+
+def name_fault(name: str) -> str | None:
+    """Why a member name cannot give a sample id, or None when it is fine."""
+    if len(name) > MAX_NAME_CHARS:
+        return f"{len(name)} characters, over {MAX_NAME_CHARS}"
+    if "\x00" in name:
+        return "a NUL byte"
+    if name.startswith("/"):
+        return "an absolute path"
+    if ".." in name and ".." in name.split("/"):
+        return "a '..' component"
+    if not name.isascii():
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:  # the tar parser keeps undecodable bytes as surrogates
+            return "bytes that are not UTF-8"
+    return None
 
 
 def split_name(name: str) -> tuple[str, str] | None:
@@ -66,24 +88,33 @@ class SampleGrouper:
         self.key: str | None = None
         self.members: dict[str, bytes] = {}
         self.kept = False
+        self.fault: str | None = None
+        """Why the current group is skipped whatever else it holds (a bad member name)."""
 
     def add(self, member: TarMember) -> RawSample | None:
         """Take one member; return the finished previous sample, if it is kept and valid."""
+        fault = name_fault(member.name)
         parts = split_name(member.name)
         if parts is None:
-            return None
+            if fault is None:
+                return None
+            parts = member.name[:MAX_NAME_CHARS], ""  # counted, not silently ignored
         key, extension = parts
         done = None
         if key != self.key or extension in self.members:
             done = self._start(key)
         self.members[extension] = member.data  # also when not kept: it marks repeats
+        self.fault = self.fault or fault
         return done
 
     def flush(self) -> RawSample | None:
         """Finish the current group: its sample, or None when it is not kept or is skipped."""
-        key, members, kept = self.key, self.members, self.kept
-        self.key, self.members, self.kept = None, {}, False
+        key, members, kept, fault = self.key, self.members, self.kept, self.fault
+        self.key, self.members, self.kept, self.fault = None, {}, False, None
         if key is None or not kept:
+            return None
+        if fault is not None:
+            self.stats.skip(key[:200], f"bad member name: {fault}")
             return None
         try:
             return self._build(key, members)
@@ -94,7 +125,7 @@ class SampleGrouper:
     def drop(self, reason: str) -> None:
         """Discard the current group, counting it as skipped when it was kept."""
         key, kept = self.key, self.kept
-        self.key, self.members, self.kept = None, {}, False
+        self.key, self.members, self.kept, self.fault = None, {}, False, None
         if key is not None and kept:
             self.stats.skip(key, reason)
 

@@ -5,25 +5,34 @@
   upstream's GCS bucket listing mode is not supported.
 - Samples: `id` is the webdataset key (member path up to the first dot of the file name,
   directory kept; upstream uses the stem up to the last dot), `source` the shard URL; the
-  member rules (image, masks, json, text) are in `wds_groups`.
+  member rules (image, masks, json, text, bad names) are in `wds_groups`.
 - Split: parts (rank x torch worker) take every n-th shard; with fewer shards than parts,
   parts share a shard and take every k-th sample of it (`shards.plan_part`). Upstream
   instead makes every rank download every shard and hashes keys.
 - `random_sampling`: the shard list is shuffled (with `seed`, identically in every part
   before the split, so parts see other shards each epoch), then this part's shards, then
   samples pass through a shuffle buffer of `shuffle_buffer_size` samples (its memory:
-  that many encoded samples). Seed `None` means fresh entropy.
-- `concurrent_downloads` shards stream at once into a small queue; samples come in
-  completion order, so the order is deterministic only with one download at a time.
+  that many encoded samples), all from one rng seeded with (`seed`, epoch). Seed `None`
+  means fresh entropy: `DatagoClient` picks a seed itself for a single reader, but with
+  `rank`/`world_size` (or torch workers) every part must be given the same `seed`.
+- Order: `concurrent_downloads` = k slots stream at once; slot j reads shards j, j+k,
+  j+2k... of this part's list into its own small queue, and samples are taken round-robin
+  over the slots in that fixed order (a slot whose shards are done leaves the rotation; a
+  shard lost mid-way just ends early in its slot). So the order is a function of (config,
+  seed, epoch, part) alone, whatever the download timing, and exact resume works: the
+  engine replays the stream and skips the samples already delivered without decoding them.
+  Memory: about `_SLOT_SAMPLES` queued samples plus one read chunk per slot.
 - Nothing is buffered whole: local shards are read and parsed in the executor 4 MiB at a
   time, HTTP bodies parsed as they arrive (`tar_stream`), members grouped per `wds_groups`.
   Gzipped shards (`.tar.gz`, `.tgz`) are recognised by content and inflated on the way.
-- Faults: HTTP retries and resumes (`HttpClient.stream`). A shard lost for good (missing,
-  HTTP error after retries, truncated or corrupt tar) is counted in `stats.source_errors`;
-  its samples read before the fault are kept, the partial one is a counted skip, and the
-  other shards go on. If every shard of this part fails, `SourceError` is raised at the end
-  so that a dead source never looks like an empty one. `HTTP_STALL_TIMEOUT_S` and
-  `HTTP_BACKOFF_BASE_S` below are module settings (tests lower them), not config keys.
+- Faults: HTTP retries and resumes (`HttpClient.stream`), so transient faults do not change
+  the order. A shard lost for good (missing, HTTP error after retries, truncated, empty or
+  corrupt tar, a member over 1 GiB, a gzip bomb) is counted in `stats.source_errors` and
+  logged with its reason; its samples read before the fault are kept, the partial one is a
+  counted skip, and the other shards go on. If every shard of this part fails,
+  `SourceError` is raised at the end so that a dead source never looks like an empty one.
+  `HTTP_STALL_TIMEOUT_S` and `HTTP_BACKOFF_BASE_S` below are module settings (tests lower
+  them), not config keys.
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -49,6 +58,9 @@ HTTP_STALL_TIMEOUT_S = 60.0
 """A shard download fails (and is retried) when no byte arrives for this long."""
 HTTP_BACKOFF_BASE_S = 0.1
 LOCAL_CHUNK_BYTES = 4 << 20
+_SLOT_SAMPLES = 16
+"""Samples queued ahead over all slots (at least `_MIN_SLOT_DEPTH` per slot)."""
+_MIN_SLOT_DEPTH = 4
 
 
 async def iter_webdataset(
@@ -91,7 +103,7 @@ class _StreamEnd:
 
 
 class _ShardStreamer:
-    """Streams shards, `config.downloads` at a time, into one bounded queue of samples."""
+    """Streams shards in `config.downloads` slots; samples come round-robin over the slots."""
 
     def __init__(
         self,
@@ -109,21 +121,28 @@ class _ShardStreamer:
 
     async def samples(self, shards: list[str]) -> AsyncGenerator[RawSample, None]:
         """Every sample of `shards`; raises `SourceError` at the end if all shards failed."""
-        queue: asyncio.Queue[RawSample | _StreamEnd] = asyncio.Queue(
-            max(16, 2 * self.config.downloads)
-        )
-        pending = iter(shards)
-        streams = max(1, min(self.config.downloads, len(shards)))
-        tasks = [asyncio.create_task(self._stream(pending, queue)) for _ in range(streams)]
+        slots = max(1, min(self.config.downloads, len(shards)))
+        depth = max(_MIN_SLOT_DEPTH, _SLOT_SAMPLES // slots)
+        queues: list[asyncio.Queue[RawSample | _StreamEnd]] = [
+            asyncio.Queue(depth) for _ in range(slots)
+        ]
+        tasks = [
+            asyncio.create_task(self._stream(shards[slot::slots], queue))
+            for slot, queue in enumerate(queues)
+        ]
         try:
-            while streams:
-                item = await queue.get()
+            turn = 0
+            while queues:
+                item = await queues[turn].get()
                 if isinstance(item, RawSample):
                     yield item
+                    turn = turn + 1 if turn + 1 < len(queues) else 0
                     continue
-                streams -= 1
+                del queues[turn]  # this slot is done; the next one takes its turn
                 if item.error is not None:
                     raise item.error
+                if turn == len(queues):
+                    turn = 0
         finally:
             for task in tasks:
                 task.cancel()
@@ -134,12 +153,10 @@ class _ShardStreamer:
                 f"first: {self.failures[0]}"
             )
 
-    async def _stream(
-        self, pending: Iterator[str], queue: asyncio.Queue[RawSample | _StreamEnd]
-    ) -> None:
-        """Take shards from `pending` until none is left; end with one `_StreamEnd`."""
+    async def _stream(self, urls: list[str], queue: asyncio.Queue[RawSample | _StreamEnd]) -> None:
+        """One slot: the samples of `urls`, in order, then one `_StreamEnd`."""
         try:
-            for url in pending:
+            for url in urls:
                 try:
                     async with contextlib.aclosing(self._shard(url)) as shard:
                         async for sample in shard:

@@ -7,11 +7,13 @@ import contextlib
 import gzip
 import logging
 import os
+import threading
 from collections import Counter
-from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 from aiohttp import web
@@ -86,8 +88,13 @@ class ShardServer:
         return response
 
 
+class Handles(Protocol):
+    @property
+    def handle(self) -> Callable[[web.Request], Awaitable[web.StreamResponse]]: ...
+
+
 @contextlib.asynccontextmanager
-async def serving(shards: ShardServer) -> AsyncIterator[str]:
+async def serving(shards: Handles) -> AsyncIterator[str]:
     """The server's base URL while it runs."""
     app = web.Application()
     app.router.add_get("/{name}", shards.handle)
@@ -97,6 +104,27 @@ async def serving(shards: ShardServer) -> AsyncIterator[str]:
         yield str(server.make_url("/"))
     finally:
         await server.close()
+
+
+@contextlib.contextmanager
+def serving_in_thread(shards: Handles) -> Iterator[str]:
+    """`serving` on its own loop in a thread, for tests that block in a sync client."""
+    started: Future[tuple[asyncio.AbstractEventLoop, asyncio.Event, str]] = Future()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        async with serving(shards) as base:
+            started.set_result((asyncio.get_running_loop(), stop, base))
+            await stop.wait()
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),), name="test-shard-server")
+    thread.start()
+    loop, stop, base = started.result(timeout=10)
+    try:
+        yield base
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(10)
 
 
 @pytest.fixture(autouse=True)
