@@ -109,19 +109,24 @@ class _Reader:
         await self.pending.put(end)
 
     async def _paginate(self, first_url: str) -> None:
-        number, url = 1, first_url
-        fetch: asyncio.Task[Page] | None = self._spawn(self._page(url, number))
+        number = 1
+        fetch: asyncio.Task[Page] | None = self._spawn(self._page(first_url, number))
+        seen = {hash(first_url)}  # a next link back to one of them would loop forever
         loop_error: SourceError | None = None
         while fetch is not None:
             page = await fetch
             next_url = page.next_url
             if self.random:
                 next_url = first_url if page.items else None
-            elif next_url == url:  # would repeat this page forever
-                loop_error = SourceError(f"dataroom page {number} ({url}) is its own next page")
+            elif next_url is not None and hash(next_url) in seen:
+                loop_error = SourceError(
+                    f"dataroom page {number} links back to an earlier page: {next_url}"
+                )
                 self.stats.source_error(f"dataroom page {number + 1}", str(loop_error))
                 next_url = None
-            number, url = number + 1, next_url or ""
+            elif next_url is not None:
+                seen.add(hash(next_url))
+            number += 1
             fetch = self._spawn(self._page(next_url, number)) if next_url else None
             for item in page.items:
                 await self._dispatch(item)
