@@ -483,3 +483,44 @@ def test_malformed_items_are_skipped_and_counted(
     assert stats.skip_reasons == {"malformed dataroom item": 6 + 2 * pages, "download failed": 1}
     assert stats.skipped == 7 + 2 * pages
     assert faults.attempts[f"/media/{relative}"] == 0
+
+
+def test_a_limit_under_faults_gives_exactly_the_first_samples(
+    server: ServerThread, faults: Faults, catalogue: dict[str, dict[str, Any]]
+) -> None:
+    faults.rate, faults.seed = 0.1, 13
+    with DatagoClient({**db_config(), "limit": 37}) as client:
+        ids = read_all(client)
+        stats = client.stats
+    assert ids == sorted(catalogue)[:37]
+    assert (stats.samples, stats.skipped, stats.source_errors) == (37, 0, 0)
+
+
+def test_random_sampling_under_faults_runs_to_the_limit(
+    server: ServerThread, faults: Faults, catalogue: dict[str, dict[str, Any]]
+) -> None:
+    faults.rate, faults.seed, faults.in_a_row = 0.1, 17, 2
+    faults.attempts.clear()
+    config = {**db_config(random_sampling=True, page_size=20), "limit": 60}
+    with DatagoClient(config) as client:
+        ids = read_all(client)
+        stats = client.stats
+    assert len(ids) == 60
+    assert set(ids) <= set(catalogue)
+    assert (stats.skipped, stats.source_errors) == (0, 0)
+    assert any(not is_page(key) for key, _ in faults.injected)
+
+
+def test_a_refused_token_quotes_the_api(
+    server: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATAROOM_API_KEY", "wrong")
+    with (
+        DatagoClient(db_config()) as client,
+        pytest.raises(
+            SourceError,
+            match=r"HTTP 401\) for .*: check DATAROOM_API_KEY \(the API said: Invalid token.\)$",
+        ),
+    ):
+        read_all(client)
+    assert client.stats.source_errors == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import pickle
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -236,3 +237,9 @@ async def test_get_json_parses_and_a_non_json_body_is_a_source_error(
 )
 def test_is_retryable(error: BaseException, retryable: bool) -> None:
     assert is_retryable(error) is retryable
+
+
+def test_a_status_error_survives_pickling() -> None:
+    error = pickle.loads(pickle.dumps(HttpStatusError("http://h/x", 404, "Not found.")))
+    assert (error.url, error.status, error.detail) == ("http://h/x", 404, "Not found.")
+    assert str(error) == "GET http://h/x: HTTP 404: Not found."

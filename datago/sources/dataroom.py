@@ -147,9 +147,10 @@ class _Reader:
             body = await self.http.get_bytes(url, self.headers)
         except HttpStatusError as exc:
             if exc.status in (401, 403):
+                said = f" (the API said: {exc.detail})" if exc.detail else ""
                 raise SourceError(
                     f"the dataroom API refused the token (HTTP {exc.status}) for {url}: "
-                    "check DATAROOM_API_KEY"
+                    f"check DATAROOM_API_KEY{said}"
                 ) from exc
             raise SourceError(f"dataroom page {number} failed: {exc}") from exc
         except SourceError as exc:

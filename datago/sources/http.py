@@ -42,6 +42,10 @@ class HttpStatusError(SourceError):
         self.status = status
         self.detail = detail
 
+    def __reduce__(self) -> tuple[type[HttpStatusError], tuple[str, int, str]]:
+        # Rebuilt from its fields, so it survives a trip out of a torch DataLoader worker.
+        return type(self), (self.url, self.status, self.detail)
+
 
 def is_retryable(exc: BaseException) -> bool:
     """Whether another attempt may succeed: transient statuses, resets, timeouts, bad bodies."""
