@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -25,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import report
+from benchmarks.context import header, measured_under
 from benchmarks.datasets import DATA, Prepared, prepare_images, prepare_shards, shard_pattern
-from benchmarks.serve import StaticServer, server_kind
+from benchmarks.serve import StaticServer
 from datago.cli import bucket_config
 from datago.imaging.buckets import BucketTable
 
@@ -78,26 +78,40 @@ def main() -> None:
     size = "quick" if args.quick else "full"
     out = args.out or ROOT / "benchmarks" / "results" / f"{time.strftime('%Y%m%d-%H%M')}-{size}"
     out.parent.mkdir(parents=True, exist_ok=True)
+    results = out.with_name(out.name + ".jsonl")
     workloads = [w for w in WORKLOADS if not args.workloads or w.name in args.workloads]
     impls = [impl for impl in args.impls if impl != "rust" or RUST_PYTHON.exists()]
     data = prepare(workloads, COUNTS[size])
-    context = environment()
-    with serve_if_needed(workloads) as base_url, (out.with_suffix(".jsonl")).open("w") as lines:
+    context = measured_under(ROOT, RUST_PYTHON)
+    with serve_if_needed(workloads) as base_url, results.open("w") as lines:
         for rep in range(args.repeat or (1 if args.quick else 3)):
             for workload in workloads:
-                order = [impl for impl in workload.impls if impl in impls]
-                order = order[rep % len(order) :] + order[: rep % len(order)]  # rotate the order
-                for impl in order:
-                    spec = make_spec(workload, impl, data[workload.name], base_url)
-                    row = {**spec, "rep": rep, **measure(spec)}
-                    del row["config"], row["buckets"]
+                for row in run_workload(workload, impls, rep, data[workload.name], base_url):
                     lines.write(json.dumps(row) + "\n")
                     lines.flush()
-                    print(progress_line(row), file=sys.stderr)
     context["load_after"] = os.getloadavg()
-    markdown = header(context, sys.argv[1:]) + report.render(report.load(out.with_suffix(".jsonl")))
-    out.with_suffix(".md").write_text(markdown + "\n")
+    settings = (
+        f"2 threads/workers everywhere (DATAGO_MAX_TASKS={THREADS}), samples_buffer_size = "
+        f"prefetch_buffer_size = {BUFFER}, concurrent_downloads = {CONCURRENT_DOWNLOADS}, "
+        f"resize = buckets of {IMAGE_SIZE}/32, aspect 0.5..2.0"
+    )
+    markdown = header(context, sys.argv[1:], settings) + report.render(report.load(results))
+    out.with_name(out.name + ".md").write_text(markdown + "\n")
     print(markdown)
+
+
+def run_workload(
+    workload: Workload, impls: list[str], rep: int, data: Prepared, base_url: str
+) -> Iterator[dict[str, Any]]:
+    """One repetition of every selected loader on a workload, the order rotated per rep."""
+    order = [impl for impl in workload.impls if impl in impls]
+    shift = rep % len(order) if order else 0
+    for impl in order[shift:] + order[:shift]:
+        spec = make_spec(workload, impl, data, base_url)
+        row = {**spec, "rep": rep, **measure(spec)}
+        del row["config"], row["buckets"]
+        print(progress_line(row), file=sys.stderr)
+        yield row
 
 
 def parse_args() -> argparse.Namespace:
@@ -189,7 +203,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {RUN_TIMEOUT_S}s"}
     if done.returncode != 0:
-        return {"error": done.stderr.strip().splitlines()[-1:] or f"exit {done.returncode}"}
+        return {"error": (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]}
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
@@ -200,57 +214,6 @@ def progress_line(row: dict[str, Any]) -> str:
     return (
         f"{row['workload']:22} {row['impl']:6} rep {row['rep']}: {row['images_per_s']:7.1f} img/s "
         f"({row['samples']} in {row['wall_s']:.2f}s)"
-    )
-
-
-def environment() -> dict[str, Any]:
-    """Machine, versions and load: the context a reader needs to judge the numbers."""
-    from importlib.metadata import version
-
-    rust = "not installed"
-    if RUST_PYTHON.exists():
-        rust = subprocess.run(
-            [str(RUST_PYTHON), "-P", "-c", "import importlib.metadata as m; print(m.version('datago'))"],
-            capture_output=True, text=True, cwd="/", check=False,
-        ).stdout.strip()  # fmt: skip
-    commit = subprocess.run(
-        ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
-    return {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "commit": commit or "unknown",
-        "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
-        f"Python {platform.python_version()}",
-        "versions": ", ".join(
-            f"{name} {version(name)}"
-            for name in ("datago-py", "Pillow", "simplejpeg", "numpy", "torch")
-        )
-        + f", Rust datago {rust}",
-        "server": server_kind(),
-        "load_before": os.getloadavg(),
-    }
-
-
-def header(context: dict[str, Any], argv: list[str]) -> str:
-    load = "/".join(f"{v:.1f}" for v in context["load_before"])
-    load_after = "/".join(f"{v:.1f}" for v in context["load_after"])
-    return "\n".join(
-        [
-            f"# Loader benchmark, {context['date']}",
-            "",
-            f"- command: `python -m benchmarks.run {' '.join(argv)}` at commit {context['commit']}",
-            f"- machine: {context['machine']}; load average (1/5/15 min) {load} before, "
-            f"{load_after} after",
-            f"- versions: {context['versions']}",
-            f"- HTTP server for the wds rows: {context['server']} on 127.0.0.1",
-            f"- settings: 2 threads/workers everywhere (DATAGO_MAX_TASKS=2), "
-            f"samples_buffer_size = prefetch_buffer_size = {BUFFER}, "
-            f"concurrent_downloads = {CONCURRENT_DOWNLOADS}, resize = buckets of "
-            f"{IMAGE_SIZE}/32, aspect 0.5..2.0",
-            "- img/s: median over runs (min..max); ratios compare medians",
-            "",
-            "",
-        ]
     )
 
 
