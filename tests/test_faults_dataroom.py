@@ -259,19 +259,24 @@ def test_transient_faults_on_masks_and_latents(
     assert any("latent" in key for key, _ in faults.injected)
 
 
-def test_an_image_missing_for_good_is_skipped_once_and_the_rest_delivered(
-    server: ServerThread, faults: Faults, catalogue: dict[str, dict[str, Any]]
+@pytest.mark.parametrize(("status", "attempts"), [(404, 1), (503, 3)])
+def test_an_image_lost_for_good_is_skipped_once_and_the_rest_delivered(
+    server: ServerThread,
+    faults: Faults,
+    catalogue: dict[str, dict[str, Any]],
+    status: int,
+    attempts: int,
 ) -> None:
     missing = sorted(catalogue)[42]
     faults.rate, faults.seed = 0.1, 11
-    faults.always[lambda request: request.path == f"/media/{missing}"] = 404
+    faults.always[lambda request: request.path == f"/media/{missing}"] = status
     with DatagoClient(db_config()) as client:
         ids = read_all(client)
         stats = client.stats
     assert ids == [key for key in sorted(catalogue) if key != missing]
     assert (stats.samples, stats.skipped, stats.source_errors) == (len(catalogue) - 1, 1, 0)
     assert stats.skip_reasons == {"download failed": 1}
-    assert faults.attempts[f"/media/{missing}"] == 1  # a 404 is not retried
+    assert faults.attempts[f"/media/{missing}"] == attempts  # a 404 is not retried
 
 
 def test_a_page_failing_for_good_raises_after_the_samples_before_it(

@@ -42,6 +42,16 @@ class Script:
         if step == "stall":  # no answer at all, until the client hangs up
             await _until_hung_up(request)
             return web.Response(text="too late")
+        if step == "trickle":  # a byte every 50 ms: never idle long, never done in time
+            response = web.StreamResponse()
+            response.content_length = len(BODY)
+            await response.prepare(request)
+            for byte in BODY:
+                if request.transport is None or request.transport.is_closing():
+                    break
+                await response.write(bytes([byte]))
+                await asyncio.sleep(0.05)
+            return response
         if step in ("truncate", "stall_body", "error_stall_body"):
             status = 404 if step == "error_stall_body" else 200
             response = web.StreamResponse(status=status)
@@ -143,7 +153,7 @@ async def test_a_transient_fault_is_retried_and_the_body_delivered_whole(
     assert time.monotonic() - start < 0.5 * stalls + 0.5
 
 
-@pytest.mark.parametrize("fault", ["stall", "stall_body"])
+@pytest.mark.parametrize("fault", ["stall", "stall_body", "trickle"])
 async def test_a_request_stalled_every_time_fails_within_attempts_times_the_timeout(
     served: Served, http: HttpClient, fault: str
 ) -> None:
