@@ -60,6 +60,8 @@ class TarStreamParser:
         """The end-of-archive block was read; later bytes are ignored."""
         self.offset = 0
         """Bytes of the stream consumed so far (headers and whole members)."""
+        self.error: TarFormatError | None = None
+        """A corrupt header met after some members of a chunk: raised by the next call."""
 
     @property
     def pending_name(self) -> str | None:
@@ -68,6 +70,8 @@ class TarStreamParser:
 
     def feed(self, chunk: bytes | bytearray | memoryview) -> list[TarMember]:
         """Append `chunk` to the stream; return the members it completes, in order."""
+        if self.error is not None:
+            raise self.error
         if self.ended:
             return []
         data = chunk if isinstance(chunk, bytes) else bytes(chunk)  # ours: callers may reuse theirs
@@ -75,17 +79,32 @@ class TarStreamParser:
             self._chunks.append(memoryview(data))
             self._available += len(data)
         members: list[TarMember] = []
+        try:
+            self._parse(members)
+        except TarFormatError as exc:
+            self._chunks.clear()
+            self._available = 0
+            self.error = exc  # raised by every later call
+            if not members:
+                raise  # else the next call raises it, after the members before the fault
+        if self.ended:
+            self._chunks.clear()
+            self._available = 0
+        return members
+
+    def _parse(self, members: list[TarMember]) -> None:
+        """Consume every complete header and member available, appending regular files."""
         while not self.ended:
             if self._header is None:
                 if self._available < BLOCK:
-                    break
+                    return
                 self._header = self._read_header(self._take(BLOCK, BLOCK), self.offset)
                 self.offset += BLOCK
                 continue
             name, size, kind = self._header
             padded = 0 if kind in _NO_DATA else -(-size // BLOCK) * BLOCK
             if self._available < padded:
-                break
+                return
             data = self._take(size, padded) if padded else b""
             self.offset += padded
             self._header = None
@@ -95,10 +114,6 @@ class TarStreamParser:
                 self._long_name = _text(data)
             elif kind == ord("x"):
                 self._pax = _pax_records(data, self.offset - padded)
-        if self.ended:
-            self._chunks.clear()
-            self._available = 0
-        return members
 
     def _take(self, size: int, consumed: int) -> bytes:
         """Consume the next `consumed` bytes; return a copy of the first `size` of them."""
@@ -121,6 +136,8 @@ class TarStreamParser:
 
     def finish(self) -> None:
         """Check the stream did not stop inside a header or a member."""
+        if self.error is not None:
+            raise self.error
         if self.ended:
             return
         if self.offset == 0 and not self._available:

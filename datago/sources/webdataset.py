@@ -190,7 +190,8 @@ class _ShardStreamer:
                     for member in members:
                         if (sample := grouper.add(member)) is not None:
                             yield sample
-            inflater.finish()
+            if not (parser.ended or parser.error):  # after the tar's end, gzip's is moot
+                inflater.finish()
             parser.finish()
         except (SourceError, OSError) as exc:
             error = exc
@@ -212,7 +213,7 @@ class _ShardStreamer:
         async for chunk in self.client.stream(url, self.headers):
             if members := parser.feed(inflater.feed(chunk)):
                 yield members
-            if parser.ended:
+            if parser.ended or parser.error:
                 return
 
     async def _file_members(
@@ -251,7 +252,7 @@ def _read(
     file: BinaryIO, inflater: GzipStreamInflater, parser: TarStreamParser
 ) -> list[TarMember] | None:
     """Read, inflate and parse the next chunk in an executor thread; None at the end."""
-    chunk = b"" if parser.ended else file.read(LOCAL_CHUNK_BYTES)
+    chunk = b"" if parser.ended or parser.error else file.read(LOCAL_CHUNK_BYTES)
     return parser.feed(inflater.feed(chunk)) if chunk else None
 
 

@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from datago.sources import gzip_stream
 from datago.sources.gzip_stream import GzipStreamInflater
 from datago.sources.tar_stream import TarFormatError, TruncatedTarError
 
@@ -46,3 +47,27 @@ def test_corrupt_gzip_is_a_format_error() -> None:
     data[20:40] = bytes(range(20))
     with pytest.raises(TarFormatError, match="gzip"):
         inflate(bytes(data), 4096)
+
+
+def test_a_gzip_bomb_stops_at_the_inflation_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gzip_stream, "MAX_INFLATED_PER_CHUNK", 1 << 20)
+    bomb = gzip.compress(bytes(64 << 20))  # 64 MiB of zeros in ~64 KB
+    inflater = GzipStreamInflater()
+    with pytest.raises(TarFormatError, match="gzip bomb"):
+        inflater.feed(bomb)
+    exact = GzipStreamInflater()  # up to the bound, in any number of members, is fine
+    assert exact.feed(gzip.compress(bytes(1 << 19)) * 2) == bytes(1 << 20)
+    exact.finish()
+
+
+def test_the_bound_is_per_fed_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gzip_stream, "MAX_INFLATED_PER_CHUNK", 1 << 20)
+    data = gzip.compress(os.urandom(3 << 20))
+    assert inflate(data, 1 << 19) == gzip.decompress(data)
+
+
+def test_a_one_byte_stream_is_not_an_archive() -> None:
+    inflater = GzipStreamInflater()
+    assert inflater.feed(b"\x1f") == b""
+    with pytest.raises(TarFormatError, match="1 byte"):
+        inflater.finish()

@@ -7,7 +7,9 @@ import tarfile
 
 import pytest
 
+from datago.sources import tar_stream
 from datago.sources.tar_stream import (
+    BLOCK,
     TarFormatError,
     TarMember,
     TarStreamParser,
@@ -154,3 +156,112 @@ def test_a_fed_bytearray_may_be_reused_by_the_caller() -> None:
     scratch[:] = bytes(len(scratch))  # the caller overwrites its buffer
     members += parser.feed(memoryview(data)[700:])
     assert members == [TarMember(n, d) for n, d in FILES[:2]]
+
+
+# -- hostile or broken archives -------------------------------------------------------------
+
+
+def raw_header(name: bytes, size: int = 0, kind: bytes = b"0", size_field: bytes = b"") -> bytes:
+    """A ustar header written by hand, so that any name bytes and size field can go in."""
+    header = bytearray(BLOCK)
+    header[0 : min(len(name), 100)] = name[:100]
+    header[100:124] = b"0000644\x000000000\x000000000\x00"
+    header[124:136] = size_field or b"%011o\x00" % size
+    header[136:148] = b"00000000000\x00"
+    header[156:157] = kind
+    header[257:265] = b"ustar\x0000"
+    header[148:156] = b" " * 8
+    header[148:156] = b"%06o\x00 " % sum(header)
+    return bytes(header)
+
+
+def raw_member(name: bytes, data: bytes, kind: bytes = b"0") -> bytes:
+    return raw_header(name, len(data), kind) + data + bytes(-len(data) % BLOCK)
+
+
+def pax_member(path: bytes, data: bytes) -> bytes:
+    """A pax `path` record (any bytes, NUL included), then the member it names."""
+    record = b" path=" + path + b"\n"
+    length = len(record) + len(str(len(record)))
+    length += len(str(length)) - len(str(len(record)))
+    return raw_member(b"././@PaxHeader", b"%d" % length + record, b"x") + raw_member(b"x", data)
+
+
+def raw_tar(*members: bytes) -> bytes:
+    return b"".join(members) + bytes(2 * BLOCK)
+
+
+@pytest.mark.parametrize(
+    "size_field",
+    [b"77777777777\x00", b"\x80" + (1 << 40).to_bytes(11, "big"), b"%011o\x00" % (1 << 30 | 1)],
+)
+def test_a_member_over_the_limit_fails_at_its_header_without_buffering(size_field: bytes) -> None:
+    parser = TarStreamParser()
+    data = raw_member(b"ok.txt", b"fine") + raw_header(b"huge.jpg", size_field=size_field)
+    assert parser.feed(data) == [TarMember("ok.txt", b"fine")]
+    assert parser._available == 0  # nothing of the member is waited for
+    with pytest.raises(TarFormatError, match=r"'huge\.jpg' at byte 1024 claims .* over the limit"):
+        parser.finish()
+
+
+def test_a_member_at_the_limit_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tar_stream, "MAX_MEMBER_BYTES", 1000)
+    assert parse(raw_tar(raw_member(b"a.bin", bytes(1000))), 4096) == [
+        TarMember("a.bin", bytes(1000))
+    ]
+    with pytest.raises(TarFormatError, match="limit of 1000"):
+        parse(raw_tar(raw_member(b"b.bin", bytes(1001))), 4096)
+
+
+def test_a_size_beyond_the_end_of_the_stream_is_truncation() -> None:
+    data = raw_member(b"a.txt", b"a") + raw_header(b"big.jpg", 10 << 20) + b"only this"
+    parser = TarStreamParser()
+    assert parser.feed(data) == [TarMember("a.txt", b"a")]
+    assert parser.pending_name == "big.jpg"
+    with pytest.raises(TruncatedTarError, match=r"big\.jpg"):
+        parser.finish()
+
+
+@pytest.mark.parametrize("kind", [b"x", b"L"])
+def test_an_oversized_pax_or_long_name_header_is_a_format_error(kind: bytes) -> None:
+    with pytest.raises(TarFormatError, match="over the limit of 1048576"):
+        TarStreamParser().feed(raw_header(b"././@LongLink", 2 << 20, kind))
+
+
+def test_pax_size_with_non_ascii_digits_is_ignored() -> None:
+    record = " size=²\n".encode()
+    record = b"%d" % (len(record) + 2) + record
+    data = raw_tar(raw_member(b"p", record, b"x"), raw_member(b"a.txt", b"abc"))
+    assert parse(data, 512) == [TarMember("a.txt", b"abc")]
+
+
+def test_names_are_returned_as_stored_whatever_their_bytes() -> None:
+    data = raw_tar(
+        raw_member(b"bad\xff\xfe.jpg", b"1"),
+        raw_member(b"../../etc/passwd", b"2"),
+        pax_member(b"nul\x00inside.jpg", b"3"),
+    )
+    assert parse(data, 100) == [
+        TarMember("bad\udcff\udcfe.jpg", b"1"),
+        TarMember("../../etc/passwd", b"2"),
+        TarMember("nul\x00inside.jpg", b"3"),
+    ]
+
+
+def test_an_empty_stream_is_not_an_empty_archive() -> None:
+    parser = TarStreamParser()
+    assert parser.feed(b"") == []
+    with pytest.raises(TarFormatError, match="empty stream"):
+        parser.finish()
+    assert parse(bytes(2 * BLOCK), 512) == []  # an archive with no member is fine
+
+
+def test_members_before_a_corrupt_header_in_the_same_chunk_are_kept() -> None:
+    data = raw_member(b"a.txt", b"a") + raw_member(b"b.txt", b"b") + b"garbage!" * 64
+    parser = TarStreamParser()
+    assert parser.feed(data) == [TarMember("a.txt", b"a"), TarMember("b.txt", b"b")]
+    assert parser.error is not None and parser.pending_name is None
+    with pytest.raises(TarFormatError, match="checksum"):
+        parser.feed(b"more")
+    with pytest.raises(TarFormatError, match="checksum"):
+        parser.finish()

@@ -23,6 +23,7 @@ from datago.sources.base import Partition, RawSample, SourceContext
 from datago.sources.webdataset import iter_webdataset
 from datago.stats import Stats
 from tests.conftest import encode, photo
+from tests.sources.test_tar_stream import pax_member, raw_member, raw_tar
 
 Members = dict[str, bytes]
 
@@ -371,3 +372,61 @@ async def test_cancelled_while_opening_a_shard_leaves_no_file_open(
 async def collect_from(stream: AsyncGenerator[RawSample, None]) -> list[RawSample]:
     async with contextlib.aclosing(stream):
         return [sample async for sample in stream]
+
+
+async def test_bad_member_names_make_counted_skips(tmp_path: Path) -> None:
+    shard = tmp_path / "names.tar"
+    shard.write_bytes(
+        raw_tar(
+            raw_member(b"a.jpg", jpeg(1)),
+            raw_member(b"../../etc/passwd", b"root:x:0:0"),  # no extension: still counted
+            raw_member(b"../../evil.jpg", jpeg(2)),
+            raw_member(b"/abs/olute.jpg", jpeg(3)),
+            raw_member(b"b.jpg", jpeg(4)),
+            raw_member(b"bad\xff.jpg", jpeg(5)),  # not UTF-8
+            raw_member(b"bad\xff.txt", b"caption"),  # the same sample: one skip
+            pax_member(b"nul\x00.jpg", jpeg(6)),
+            pax_member(b"n" * 5000 + b".jpg", jpeg(7)),
+            raw_member(b"./c.jpg", jpeg(8)),  # `./` as written by `tar -C dir .`: fine
+        )
+    )
+    samples, stats = await collect(config(str(shard)))
+    assert [(s.id, s.image) for s in samples] == [("a", jpeg(1)), ("b", jpeg(4)), ("./c", jpeg(8))]
+    assert stats.skipped == 6
+    assert stats.skip_reasons == {"bad member name": 6}
+    assert stats.source_errors == 0
+
+
+async def test_parts_sharing_a_shard_count_bad_names_as_groups(tmp_path: Path) -> None:
+    shard = tmp_path / "shared.tar"
+    names = [b"a.jpg", b"../b.jpg", b"c.jpg", b"d.jpg"]
+    shard.write_bytes(raw_tar(*(raw_member(n, bytes([i])) for i, n in enumerate(names))))
+    parts = []
+    for rank in range(2):
+        samples, stats = await collect(config(str(shard), rank=rank, world_size=2))
+        parts.append(([s.id for s in samples], stats.skipped))
+    assert parts == [(["a", "c"], 0), (["d"], 1)]
+
+
+async def test_a_gzipped_shard_read_byte_by_byte_ends_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The tar's end block comes before gzip's trailer: the source stops reading there.
+    monkeypatch.setattr(webdataset, "LOCAL_CHUNK_BYTES", 7)
+    _, keys = write_shards(tmp_path, 1, 3)
+    shard = tmp_path / "shard-000.tar"
+    (tmp_path / "shard.tgz").write_bytes(gzip.compress(shard.read_bytes()))
+    samples, stats = await collect(config(str(tmp_path / "shard.tgz")))
+    assert [s.id for s in samples] == keys
+    assert (stats.source_errors, stats.skipped) == (0, 0)
+
+
+async def test_a_corrupt_header_keeps_the_samples_read_before_it(tmp_path: Path) -> None:
+    shard = tmp_path / "corrupt.tar"
+    members = [raw_member(f"k{i}.jpg".encode(), jpeg(i)) for i in range(4)]
+    shard.write_bytes(b"".join(members) + b"\x01" * 512 + raw_member(b"k9.jpg", jpeg(9)))
+    good = write_tar(tmp_path / "good.tar", [("g", sample_members(0))])
+    samples, stats = await collect(config([str(shard), str(good)]))
+    # k3 is whole, but only the next member's header could tell: it is a counted skip
+    assert [s.id for s in samples] == ["k0", "k1", "k2", "g"]
+    assert (stats.source_errors, stats.skip_reasons) == (1, {"shard fault": 1})
