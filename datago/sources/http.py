@@ -27,7 +27,11 @@ logger = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(\d+|\*)")
-_PERMANENT = (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError, aiohttp.ClientSSLError)
+_PERMANENT = (
+    aiohttp.InvalidURL,
+    aiohttp.NonHttpUrlClientError,
+    aiohttp.ClientConnectorCertificateError,
+)
 _DETAIL_BYTES = 200  # of an error answer's body, quoted in the error
 _DETAIL_WAIT_S = 1.0
 
