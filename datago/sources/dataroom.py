@@ -35,7 +35,7 @@ from datago.errors import SourceError
 from datago.sources.base import RawSample, SourceContext
 from datago.sources.dataroom_items import ItemRefs, MalformedItem, Page, parse_page
 from datago.sources.dataroom_query import SplitPlan, first_page_url, plan_split
-from datago.sources.http import HttpClient, HttpStatusError
+from datago.sources.http import HttpClient, HttpStatusError, is_retryable
 
 HTTP_TIMEOUT_S = 60.0
 """Seconds one page or file GET may take, headers and body, before it fails and is retried."""
@@ -152,7 +152,10 @@ class _Reader:
                     f"the dataroom API refused the token (HTTP {exc.status}) for {url}: "
                     f"check DATAROOM_API_KEY{said}"
                 ) from exc
-            raise SourceError(f"dataroom page {number} failed: {exc}") from exc
+            tries = self.http.attempts if is_retryable(exc) else 1
+            raise SourceError(
+                f"dataroom page {number} failed after {tries} attempt(s): {exc}"
+            ) from exc
         except SourceError as exc:
             hint = " (is DATAROOM_API_URL right and the API up?)" if number == 1 else ""
             raise SourceError(f"dataroom page {number} failed: {exc}{hint}") from exc
