@@ -7,6 +7,7 @@ import contextlib
 import gzip
 import io
 import json
+import random
 import tarfile
 import time
 from collections.abc import AsyncGenerator
@@ -430,3 +431,27 @@ async def test_a_corrupt_header_keeps_the_samples_read_before_it(tmp_path: Path)
     # k3 is whole, but only the next member's header could tell: it is a counted skip
     assert [s.id for s in samples] == ["k0", "k1", "k2", "g"]
     assert (stats.source_errors, stats.skip_reasons) == (1, {"shard fault": 1})
+
+
+async def test_the_order_does_not_depend_on_download_timing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pattern, keys = write_shards(tmp_path, 7, 4)
+    delays = random.Random(0)
+
+    def slow_read(file: BinaryIO, *args: Any) -> Any:
+        time.sleep(delays.uniform(0, 0.01))  # each shard's reads finish at random times
+        return read(file, *args)
+
+    read = webdataset._read
+    monkeypatch.setattr(webdataset, "_read", slow_read)
+    monkeypatch.setattr(webdataset, "LOCAL_CHUNK_BYTES", 3000)  # several reads per shard
+    shards = [keys[i : i + 4] for i in range(0, len(keys), 4)]
+    slots = [[k for shard in shards[slot::3] for k in shard] for slot in range(3)]  # j, j+3, j+6
+    expected = [slot[i] for i in range(max(map(len, slots))) for slot in slots if i < len(slot)]
+    for _ in range(3):
+        samples, _ = await collect(config(pattern, concurrent_downloads=3))
+        assert [s.id for s in samples] == expected
+    shuffled = config(pattern, concurrent_downloads=3, random_sampling=True, seed=4)
+    orders = [[s.id for s in (await collect(shuffled))[0]] for _ in range(3)]
+    assert orders[0] == orders[1] == orders[2] != keys
