@@ -197,6 +197,13 @@ def test_a_shard_that_always_fails_is_counted_and_the_rest_arrive_once(
     ids = [s.id for s in samples]
     assert len(ids) == len(set(ids))
     assert sorted(ids) == [key for key in keys if key not in lost]
+    # The lost shard's slot goes on with its next shard: still a fixed round-robin order.
+    shards = [
+        [f"s{i:04d}" for i in range(s * PER_SHARD, (s + 1) * PER_SHARD)] for s in range(SHARDS)
+    ]
+    slots = [[k for s in range(j, SHARDS, 8) if s != 6 for k in shards[s]] for j in range(8)]
+    expected = [slot[i] for i in range(max(map(len, slots))) for slot in slots if i < len(slot)]
+    assert ids == [key for key in expected if key not in CORRUPT]
     check_contents(samples, files)
     assert server.requests["shard-006.tar"] == 3  # DATAGO_MAX_RETRIES attempts, then lost
     assert (stats.source_errors, stats.skipped) == (1, 2)
@@ -222,7 +229,7 @@ def test_resume_across_different_faults_is_exact(tmp_path: Path) -> None:
 
 
 def test_bad_tar_inputs_are_counted_never_fatal(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(gzip_stream, "MAX_INFLATED_PER_CHUNK", 8 << 20)
     good = {f"g{i}": sample_members(i) for i in range(5)}
@@ -263,8 +270,19 @@ def test_bad_tar_inputs_are_counted_never_fatal(
     assert sorted(s.id for s in samples) == sorted(good)
     for sample in samples:
         assert sample.attributes["txt"] == good[sample.id]["txt"].decode()
-    lost = {"garbage", "empty", "html", "huge-member", "past-the-end", "huge-pax", "bomb"}
-    assert stats.source_errors == len(lost)
+    reasons = {  # each lost shard is logged with why
+        "garbage.tar": "bad tar header checksum",
+        "empty.tar": "empty stream (0 bytes)",
+        "html.tar": "truncated inside a header",
+        "huge-member.tar": "'huge.jpg' at byte 9216 claims 8589934591 bytes, over the limit",
+        "past-the-end.tar": "truncated inside member 'big.jpg'",
+        "huge-pax.tar": "claims 67108864 bytes, over the limit of 1048576",
+        "bomb.tgz": "a gzip bomb?",
+    }
+    logged = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    for name, reason in reasons.items():
+        assert [m for m in logged if f"/{name}'" in m and reason in m], name
+    assert stats.source_errors == len(reasons)
     assert stats.skip_reasons == {
         "shard fault": 2,  # lost1 (complete, but nothing says so) and big
         "bad member name": 5,

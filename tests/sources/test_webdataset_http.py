@@ -113,9 +113,14 @@ def serving_in_thread(shards: Handles) -> Iterator[str]:
 
     async def main() -> None:
         stop = asyncio.Event()
-        async with serving(shards) as base:
-            started.set_result((asyncio.get_running_loop(), stop, base))
-            await stop.wait()
+        try:
+            async with serving(shards) as base:
+                started.set_result((asyncio.get_running_loop(), stop, base))
+                await stop.wait()
+        except Exception as exc:
+            if not started.done():
+                started.set_exception(exc)  # the test fails at once instead of waiting
+            raise
 
     thread = threading.Thread(target=asyncio.run, args=(main(),), name="test-shard-server")
     thread.start()
