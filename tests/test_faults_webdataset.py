@@ -43,7 +43,7 @@ CORRUPT = {"s0013", "s0101"}  # JPEGs that do not decode: counted skips
 @pytest.fixture(autouse=True)
 def fast_faults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(webdataset, "HTTP_BACKOFF_BASE_S", 0.01)
-    monkeypatch.setattr(webdataset, "HTTP_STALL_TIMEOUT_S", 0.25)
+    monkeypatch.setattr(webdataset, "HTTP_STALL_TIMEOUT_S", 0.5)
 
 
 @dataclass
