@@ -21,7 +21,7 @@
   shard lost mid-way just ends early in its slot). So the order is a function of (config,
   seed, epoch, part) alone, whatever the download timing, and exact resume works: the
   engine replays the stream and skips the samples already delivered without decoding them.
-  Memory: max(16, 4k) queued samples, plus one read chunk (4 MiB local) per slot.
+  Memory: about max(16, 4k) queued samples, plus one read chunk (4 MiB local) per slot.
 - Nothing is buffered whole: local shards are read and parsed in the executor 4 MiB at a
   time, HTTP bodies parsed as they arrive (`tar_stream`), members grouped per `wds_groups`.
   Gzipped shards (`.tar.gz`, `.tgz`) are recognised by content and inflated on the way.
