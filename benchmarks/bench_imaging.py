@@ -30,6 +30,7 @@ import numpy as np
 import simplejpeg
 from PIL import Image
 
+from benchmarks import BUCKETS
 from datago.config import ImageConfig
 from datago.imaging.buckets import BucketTable
 from datago.imaging.decode import fast_png_decode
@@ -40,13 +41,6 @@ from datago.stats import StageTimes
 DATA = Path(__file__).parent / "data" / "imaging"
 RUST_PYTHON = Path("/opt/rust-datago/bin/python")
 RUST_COPIES = 6  # each image is linked this many times, so a Rust run lasts long enough
-BUCKETS = {
-    "crop_and_resize": True,
-    "default_image_size": 512,
-    "downsampling_ratio": 32,
-    "min_aspect_ratio": 0.5,
-    "max_aspect_ratio": 2.0,
-}
 NAIVE = {
     "hires": "naive: DCT decode + 2x PIL Lanczos",
     "lowres": "naive: DCT decode + 2x PIL Lanczos",

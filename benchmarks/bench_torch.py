@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from benchmarks import BUCKETS
 from benchmarks.bench_imaging import available_cores
 from datago.demo import write_photos
 
@@ -26,13 +27,6 @@ if TYPE_CHECKING:
     from datago.torch import Layout
 
 DATA = Path(__file__).parent / "data" / "torch"
-BUCKETS = {
-    "crop_and_resize": True,
-    "default_image_size": 512,
-    "downsampling_ratio": 32,
-    "min_aspect_ratio": 0.5,
-    "max_aspect_ratio": 2.0,
-}
 # label: (workload, loader, DataLoader workers, datago batch size, tensor layout)
 METHODS: dict[str, tuple[str, str, int, int | None, Layout]] = {
     "ours, num_workers=0": ("decode", "datago", 0, None, "chw"),
