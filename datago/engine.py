@@ -103,6 +103,8 @@ class Pass:
         finally:
             self._started.set()
             self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            # aiohttp resolves host names in the loop's default executor: join its threads.
+            self.loop.run_until_complete(self.loop.shutdown_default_executor())
             self.loop.close()
 
     async def _produce_all(self) -> None:
