@@ -22,6 +22,9 @@ from PIL import Image
 from datago import DatagoClient
 from datago.imaging.buckets import Bucket, BucketTable
 
+# Imported before the timer, as every loader's modules are (open_source imports them lazily).
+from datago.sources import dataroom, webdataset  # noqa: F401
+
 Spec = dict[str, Any]
 Pixels = np.ndarray[Any, Any]
 THREADS = 2
