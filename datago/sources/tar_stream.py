@@ -3,12 +3,16 @@
 Reads ustar, GNU (`././@LongLink` long names) and pax (`path`, `size` records) headers from
 512-byte blocks itself, because `tarfile` costs ~30-40 us per member of GIL-held Python and
 wants a seekable or blocking file. Members are sliced out of the fed chunks (one copy per
-byte, none for padding). Directories, links and devices are skipped. The stream
-ends at the first zero block; ending at a member boundary without one is accepted (as
-`tarfile` does), ending inside a header or a member is `TruncatedTarError`, an empty stream
-(0 bytes) is a `TarFormatError`. Sizes are checked before anything is buffered: a member
-over `MAX_MEMBER_BYTES` or a long-name/pax header over `MAX_HEADER_DATA_BYTES` is a
-`TarFormatError` (a corrupt or hostile header), so a lying size field cannot exhaust memory.
+byte, none for padding). Directories, links and devices are skipped.
+
+The stream ends at the first zero block. Writers end an archive with two (tarfile, hence
+webdataset's `TarWriter`; GNU tar; libarchive; Go's archive/tar), so a stream that stops
+before one is `TruncatedTarError`, even at a member boundary (`tarfile` accepts that, and a
+shard cut there would lose its last samples silently); ending inside a header or a member is
+`TruncatedTarError` too, an empty stream (0 bytes) a `TarFormatError`. Sizes are checked
+before anything is buffered: a member over `MAX_MEMBER_BYTES` or a long-name/pax header
+over `MAX_HEADER_DATA_BYTES` is a `TarFormatError` (a corrupt or hostile header), so a lying
+size field cannot exhaust memory.
 Names are returned as stored (non-UTF-8 bytes as surrogate escapes); judging them is the
 caller's job (`wds_groups`).
 """
@@ -135,7 +139,7 @@ class TarStreamParser:
         return b"".join(parts)
 
     def finish(self) -> None:
-        """Check the stream did not stop inside a header or a member."""
+        """Check the stream reached the end-of-archive block."""
         if self.error is not None:
             raise self.error
         if self.ended:
@@ -145,6 +149,10 @@ class TarStreamParser:
         if self._header is not None or self._available:
             where = f"member {self._header[0]!r}" if self._header else "a header"
             raise TruncatedTarError(f"tar stream truncated inside {where} at byte {self.offset}")
+        raise TruncatedTarError(
+            f"tar stream truncated at byte {self.offset}, after a member and before the "
+            "end-of-archive block"
+        )
 
     def _read_header(self, raw: bytes, offset: int) -> tuple[str, int, int] | None:
         """Name, data size and type of the entry whose header is `raw`; None at the end."""

@@ -26,8 +26,9 @@
   time, HTTP bodies parsed as they arrive (`tar_stream`), members grouped per `wds_groups`.
   Gzipped shards (`.tar.gz`, `.tgz`) are recognised by content and inflated on the way.
 - Faults: HTTP retries and resumes (`HttpClient.stream`), so transient faults do not change
-  the order. A shard lost for good (missing, HTTP error after retries, truncated, empty or
-  corrupt tar, a member over 1 GiB, a gzip bomb) is counted in `stats.source_errors` and
+  the order. A shard lost for good (missing, HTTP error after retries, truncated, even
+  between members, without the tar's end block; empty or corrupt tar, a member over 1 GiB,
+  a gzip bomb) is counted in `stats.source_errors` and
   logged with its reason; its samples read before the fault are kept, the partial one is a
   counted skip, and the other shards go on. If every shard of this part fails,
   `SourceError` is raised at the end so that a dead source never looks like an empty one.

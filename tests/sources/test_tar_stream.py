@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
 import io
+import shutil
+import subprocess
 import tarfile
+from pathlib import Path
 
 import pytest
 
@@ -116,12 +120,44 @@ def test_truncated_inside_a_header() -> None:
         parser.finish()
 
 
-def test_stream_ending_at_a_member_boundary_is_accepted() -> None:
-    data = make_tar(FILES[:1], extras=False)
+def test_stream_ending_at_a_member_boundary_is_truncation() -> None:
+    data = make_tar(FILES[:2], extras=False)
     parser = TarStreamParser()
     assert parser.feed(data[: 512 + 512]) == [TarMember(*FILES[0])]
-    parser.finish()
+    assert parser.pending_name is None
+    with pytest.raises(TruncatedTarError, match=r"at byte 1024, .* before the end-of-archive"):
+        parser.finish()
     assert not parser.ended
+
+
+@pytest.mark.parametrize("mode", ["w", "w|", "w:gz"])
+@pytest.mark.parametrize(
+    "tar_format", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT]
+)
+def test_tarfile_archives_end_with_the_end_block(mode: str, tar_format: int) -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=mode, format=tar_format) as tar:  # type: ignore[call-overload]
+        for name, data in FILES:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    data = buffer.getvalue()
+    if mode == "w:gz":
+        data = gzip.decompress(data)
+    assert parse(data, 4096) == [TarMember(n, d) for n, d in FILES]  # `parse` checks `ended`
+
+
+@pytest.mark.skipif(shutil.which("tar") is None, reason="no tar command")
+@pytest.mark.parametrize("tar_format", ["gnu", "posix", "ustar"])
+def test_archives_written_by_the_tar_command_end_with_the_end_block(
+    tmp_path: Path, tar_format: str
+) -> None:
+    for name, data in FILES:
+        (tmp_path / name).write_bytes(data)
+    names = [name for name, _ in FILES]
+    command = ["tar", f"--format={tar_format}", "-cf", "-", "-C", str(tmp_path), *names]
+    data = subprocess.run(command, check=True, capture_output=True).stdout
+    assert parse(data, 4096) == [TarMember(n, d) for n, d in FILES]
 
 
 def test_bytes_after_the_end_of_archive_are_ignored() -> None:

@@ -266,17 +266,35 @@ async def test_seeded_shuffle_keeps_parts_disjoint(tmp_path: Path) -> None:
     assert sorted(seen) == keys
 
 
-@pytest.mark.parametrize("cut", ["inside_member", "inside_header"])
-async def test_truncated_shard_keeps_complete_samples(tmp_path: Path, cut: str) -> None:
+@pytest.mark.parametrize(
+    ("member", "offset", "partial", "reason"),
+    [
+        ("s0003.jpg", 100, "s0003", "inside member 's0003.jpg'"),
+        # Cut inside s0003's first header, nothing says s0002 was complete: it is the one dropped.
+        ("s0003.jpg", -412, "s0002", "inside a header"),
+        # Cut between two members (no end-of-archive block): s0003 lacks its json, txt, cls.
+        ("s0003.json", -512, "s0003", "before the end-of-archive block"),
+        ("s0003.jpg", -512, "s0002", "before the end-of-archive block"),
+    ],
+)
+async def test_truncated_shard_keeps_complete_samples(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    member: str,
+    offset: int,
+    partial: str,
+    reason: str,
+) -> None:
     pattern, keys = write_shards(tmp_path, 2, 6)
-    cut_inside(tmp_path / "shard-000.tar", "s0003.jpg", 100 if cut == "inside_member" else -412)
+    cut_inside(tmp_path / "shard-000.tar", member, offset)
     samples, stats = await collect(config(pattern))
-    # Cut inside s0003's first header, nothing says s0002 was complete: it is the one dropped.
-    partial = "s0003" if cut == "inside_member" else "s0002"
-    assert [s.id for s in samples] == [k for k in keys[:3] if k != partial] + keys[6:]
+    assert [s.id for s in samples] == keys[: keys.index(partial)] + keys[6:]
+    assert all(s.attributes["txt"] == f"caption {int(s.id[1:])}" for s in samples)
     assert stats.source_errors == 1
     assert stats.skipped == 1
     assert stats.skip_reasons == {"shard fault": 1}
+    (logged,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert "shard-000.tar" in logged and reason in logged
 
 
 async def test_missing_shard_is_counted_and_the_others_go_on(tmp_path: Path) -> None:
