@@ -43,6 +43,8 @@ class Stats:
     wait_s: float = 0.0
     """Time the consumer spent blocked waiting for the next sample."""
     started_at: float = 0.0
+    elapsed_s: float = 0.0
+    """Seconds from the first pass's start to this snapshot (0 on the live counters)."""
     skip_reasons: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(
         default_factory=threading.Lock, init=False, repr=False, compare=False
@@ -88,12 +90,10 @@ class Stats:
             with self._lock:
                 self.wait_s += elapsed
 
-    @property
-    def elapsed_s(self) -> float:
-        return time.perf_counter() - self.started_at if self.started_at else 0.0
-
     def snapshot(self) -> Stats:
-        """A consistent copy, safe to keep while the loader runs on."""
+        """A consistent copy with `elapsed_s` fixed now, safe to keep while the loader runs."""
         with self._lock:
-            copy = dataclasses.replace(self, skip_reasons=dict(self.skip_reasons))
-        return copy
+            elapsed = time.perf_counter() - self.started_at if self.started_at else 0.0
+            return dataclasses.replace(
+                self, skip_reasons=dict(self.skip_reasons), elapsed_s=elapsed
+            )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -168,3 +169,16 @@ def test_formats_and_extensions(tmp_path: Path) -> None:
     for name in ("b.webp", "c.bmp", "e.TIFF", "f.PNG"):
         np.testing.assert_array_equal(samples[name].image.to_numpy(), exact)
     assert samples["d.gif"].image.to_numpy().shape == (10, 20, 4)  # GIF is RGBA, as upstream
+
+
+def test_stats_snapshot_is_frozen(tmp_path: Path) -> None:
+    write_images(tmp_path, 4)
+    with DatagoClient(file_config(tmp_path)) as client:
+        samples = list(client)
+        snapshot = client.stats
+        elapsed, delivered = snapshot.elapsed_s, snapshot.samples
+        time.sleep(0.05)
+        assert (snapshot.elapsed_s, snapshot.samples) == (elapsed, delivered)
+        assert client.stats.elapsed_s >= elapsed + 0.05
+    assert delivered == len(samples) == 4
+    assert elapsed > 0
