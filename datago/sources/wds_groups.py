@@ -18,6 +18,9 @@ Rules (webdataset's convention, not upstream datago's, see docs in `webdataset.p
 - a member whose name is unsafe or unusable as an id (absolute, a `..` component, a NUL,
   bytes that are not UTF-8, over `MAX_NAME_CHARS`) makes its whole sample a counted skip,
   reason "bad member name"; the tar is only read, never extracted, so nothing is written.
+- a group over `MAX_GROUP_MEMBERS` members or `MAX_GROUP_BYTES` bytes (dotted file names,
+  `img.0001.jpg, img.0002.jpg, ...`, make a whole shard one key) is a counted skip, reason
+  "oversized sample": its data is dropped at the cap and the rest of the key is read past.
 """
 
 from __future__ import annotations
@@ -32,6 +35,10 @@ from datago.stats import Stats
 IMAGE_TYPES = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "gif", "tiff", "tif"})
 _JPEG = frozenset({"jpg", "jpeg"})
 MAX_NAME_CHARS = 4096
+MAX_GROUP_MEMBERS = 1024
+"""Most members one sample may have (real ones have a handful)."""
+MAX_GROUP_BYTES = 1 << 30
+"""Most bytes one sample may hold in memory (1 GiB, as for one tar member)."""
 
 
 def name_fault(name: str) -> str | None:
@@ -87,9 +94,13 @@ class SampleGrouper:
         """Number of the current group in the shard, -1 before the first."""
         self.key: str | None = None
         self.members: dict[str, bytes] = {}
+        self.size = 0
+        """Bytes held in `members`."""
         self.kept = False
         self.fault: str | None = None
-        """Why the current group is skipped whatever else it holds (a bad member name)."""
+        """Why the current group is skipped whatever else it holds (a bad name, its size)."""
+        self.oversized = False
+        """The group passed a cap: its members are dropped, and only a new key ends it."""
 
     def add(self, member: TarMember) -> RawSample | None:
         """Take one member; return the finished previous sample, if it is kept and valid."""
@@ -101,20 +112,25 @@ class SampleGrouper:
             parts = member.name[:MAX_NAME_CHARS], ""  # counted, not silently ignored
         key, extension = parts
         done = None
-        if key != self.key or extension in self.members:
+        if key != self.key or (extension in self.members and not self.oversized):
             done = self._start(key)
-        self.members[extension] = member.data  # also when not kept: it marks repeats
-        self.fault = self.fault or fault
+        if fault is not None:
+            self.fault = self.fault or f"bad member name: {fault}"
+        if not self.oversized:
+            self.members[extension] = member.data  # also when not kept: it marks repeats
+            self.size += len(member.data)
+            if len(self.members) > MAX_GROUP_MEMBERS or self.size > MAX_GROUP_BYTES:
+                self._oversize()
         return done
 
     def flush(self) -> RawSample | None:
         """Finish the current group: its sample, or None when it is not kept or is skipped."""
         key, members, kept, fault = self.key, self.members, self.kept, self.fault
-        self.key, self.members, self.kept, self.fault = None, {}, False, None
+        self._reset()
         if key is None or not kept:
             return None
         if fault is not None:
-            self.stats.skip(key[:200], f"bad member name: {fault}")
+            self.stats.skip(key[:200], fault)
             return None
         try:
             return self._build(key, members)
@@ -125,7 +141,7 @@ class SampleGrouper:
     def drop(self, reason: str) -> None:
         """Discard the current group, counting it as skipped when it was kept."""
         key, kept = self.key, self.kept
-        self.key, self.members, self.kept, self.fault = None, {}, False, None
+        self._reset()
         if key is not None and kept:
             self.stats.skip(key, reason)
 
@@ -142,6 +158,18 @@ class SampleGrouper:
         done = self._start(parts[0])
         self.drop(reason)
         return done
+
+    def _reset(self) -> None:
+        self.key, self.members, self.size, self.kept = None, {}, 0, False
+        self.fault, self.oversized = None, False
+
+    def _oversize(self) -> None:
+        """Drop the group's data at the cap; it becomes a skip whatever comes next."""
+        self.members, self.size, self.oversized = {}, 0, True
+        self.fault = self.fault or (
+            f"oversized sample: over {MAX_GROUP_MEMBERS} members or {MAX_GROUP_BYTES} bytes "
+            "(dotted file names give a whole shard one key?)"
+        )
 
     def _start(self, key: str) -> RawSample | None:
         """Finish the current group and open the next, numbered in shard order."""

@@ -19,8 +19,9 @@ import pytest
 
 from datago.config import Environment, WebDatasetSourceConfig
 from datago.errors import SourceError
-from datago.sources import webdataset
+from datago.sources import wds_groups, webdataset
 from datago.sources.base import Partition, RawSample, SourceContext
+from datago.sources.tar_stream import TarMember
 from datago.sources.webdataset import iter_webdataset
 from datago.stats import Stats
 from tests.conftest import encode, photo
@@ -473,3 +474,39 @@ async def test_the_order_does_not_depend_on_download_timing(
     shuffled = config(pattern, concurrent_downloads=3, random_sampling=True, seed=4)
     orders = [[s.id for s in (await collect(shuffled))[0]] for _ in range(3)]
     assert orders[0] == orders[1] == orders[2] != keys
+
+
+async def test_dotted_names_make_an_oversized_sample_a_counted_skip(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    count = wds_groups.MAX_GROUP_MEMBERS + 10  # img.0000.jpg, img.0001.jpg: one key, "img"
+    dotted = [raw_member(f"img.{i:04d}.jpg".encode(), bytes([i % 256])) for i in range(count)]
+    shard = tmp_path / "dotted.tar"
+    shard.write_bytes(
+        raw_tar(raw_member(b"a.jpg", jpeg(1)), *dotted, raw_member(b"b.jpg", jpeg(2)))
+    )
+    samples, stats = await collect(config(str(shard)))
+    assert [(s.id, s.image) for s in samples] == [("a", jpeg(1)), ("b", jpeg(2))]
+    assert (stats.skipped, stats.skip_reasons, stats.source_errors) == (
+        1,
+        {"oversized sample": 1},
+        0,
+    )
+    assert any(
+        "'img'" in r.getMessage() and "over 1024 members" in r.getMessage() for r in caplog.records
+    )
+
+
+def test_an_oversized_group_stops_holding_its_members(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(wds_groups, "MAX_GROUP_BYTES", 1000)
+    stats = Stats()
+    grouper = wds_groups.SampleGrouper("shard", "jpg", stats)
+    assert grouper.add(TarMember("k.jpg", bytes(600))) is None
+    assert grouper.add(TarMember("k.txt", bytes(600))) is None  # 1200 bytes: over the cap
+    assert (grouper.members, grouper.size) == ({}, 0)
+    assert grouper.add(TarMember("k.jpg", bytes(600))) is None  # a repeat: still the same group
+    assert grouper.members == {}
+    done = grouper.add(TarMember("next.jpg", b"x"))
+    assert done is None and grouper.key == "next" and grouper.groups == 1
+    assert grouper.flush() is not None and grouper.flush() is None
+    assert stats.skip_reasons == {"oversized sample": 1}
