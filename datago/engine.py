@@ -32,6 +32,10 @@ logger = logging.getLogger(__name__)
 CHUNK_SIZE = 8
 """Samples per executor task: one dispatch costs ~80 us, so small images go in groups."""
 
+WINDOW_PER_THREAD = 4
+"""Chunks in flight per decode thread: enough that a slow chunk does not leave the executor
+idle while the chunks after it wait for their turn (samples come out in source order)."""
+
 _live_passes: weakref.WeakSet[Pass] = weakref.WeakSet()
 
 
@@ -176,9 +180,7 @@ class _Dispatcher:
         self.limit = limit - owner.cursor.delivered if limit is not None else float("inf")
         self.accepted = 0
         self.reserved = 0  # samples dispatched but not yet delivered or dropped
-        # Chunks in flight: enough that a slow chunk does not leave the executor idle while
-        # the chunks after it wait for their turn (samples come out in source order).
-        self.window = asyncio.Semaphore(4 * owner.environment.max_tasks)
+        self.window = asyncio.Semaphore(WINDOW_PER_THREAD * owner.environment.max_tasks)
         self.tasks: set[asyncio.Task[None]] = set()
         self.previous = asyncio.Event()
         self.previous.set()
@@ -219,23 +221,26 @@ class _Dispatcher:
     async def _deliver(
         self, chunk: list[_Numbered], turn: asyncio.Event, delivered: asyncio.Event
     ) -> None:
-        """Build a chunk in the executor, then hand it over once the chunk before it is."""
+        """Build a chunk in the executor, then hand it over once the chunk before it is.
+
+        The chunk holds its window slot until handed over, so decoded samples waiting for
+        their turn are bounded too."""
         loop = asyncio.get_running_loop()
         stats = self.owner.stats
         try:
             built, times = await loop.run_in_executor(
                 self.executor, build_chunk, [raw for _, raw in chunk], self.processor, stats
             )
+            stats.add(times)
+            await turn.wait()
+            for (position, _), sample in zip(chunk, built, strict=True):
+                if sample is not None and self.accepted < self.limit:
+                    await self.owner.sink.put(Delivery(sample, position + 1))
+                    self.accepted += 1
+                self.reserved -= 1
+            delivered.set()
         finally:
             self.window.release()
-        stats.add(times)
-        await turn.wait()
-        for (position, _), sample in zip(chunk, built, strict=True):
-            if sample is not None and self.accepted < self.limit:
-                await self.owner.sink.put(Delivery(sample, position + 1))
-                self.accepted += 1
-            self.reserved -= 1
-        delivered.set()
 
 
 async def _take_chunk(
