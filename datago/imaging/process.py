@@ -49,9 +49,10 @@ class ImageProcessor:
         """Decode and transform one image.
 
         `bucket` None means "choose the bucket from this image" (the main image); masks and
-        additional images pass the main image's bucket. Masks skip `image_to_rgb8` and are
-        always pre-encoded as PNG. Returns the payload and the bucket used. Raises
-        `DecodeError` for bytes that are not a decodable image.
+        additional images pass the main image's bucket. Masks skip `image_to_rgb8`; with
+        `pre_encode_images` they are encoded as PNG whatever `encode_format` says. Returns the
+        payload and the bucket used. Raises `DecodeError` for bytes that are not a decodable
+        image.
         """
         config = self.config
         start = time.perf_counter()
