@@ -234,11 +234,19 @@ class ClientConfig:
             self.image_config.validate("image_config")
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on: its affinity mask (taskset, cgroup cpusets), not the
+    machine's count. A CFS quota (`cpu.max`) is not seen; set DATAGO_MAX_TASKS there."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Environment:
     """The environment variables upstream reads, read once when a pass starts."""
 
-    max_tasks: int = field(default_factory=lambda: os.cpu_count() or 1)
+    max_tasks: int = field(default_factory=usable_cpus)
     max_retries: int = 3
     dataroom_api_url: str = ""
     dataroom_api_key: str = ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import pytest
@@ -167,3 +168,10 @@ def test_environment_variables() -> None:
         Environment.from_env({"DATAGO_MAX_TASKS": "many"})
     with pytest.raises(ConfigError, match="DATAGO_MAX_TASKS must be >= 1"):
         Environment.from_env({"DATAGO_MAX_TASKS": "0"})
+
+
+def test_default_tasks_follow_cpu_affinity(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {1, 5, 6}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert Environment.from_env({}).max_tasks == 3
+    assert Environment.from_env({"DATAGO_MAX_TASKS": "9"}).max_tasks == 9
