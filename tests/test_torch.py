@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 from datago import ConfigError, DatagoClient, ImagePayload, Sample, SourceError  # noqa: E402
 from datago.torch import DatagoIterDataset, Layout, to_python_types  # noqa: E402
-from tests.conftest import datago_threads, file_config, photo  # noqa: E402
+from tests.conftest import datago_threads, file_config, photo, write_images  # noqa: E402
 from tests.sources.test_webdataset import write_shards  # noqa: E402
 
 
@@ -100,6 +100,15 @@ def test_config_rank_wins_over_env(
     ]
     assert [len(part) for part in parts] == [12, 12]
     assert sorted(parts[0] + parts[1]) == paths
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")  # 3 > 2 cores
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_rank_reads_the_same_samples_whatever_num_workers(tmp_path: Path, rank: int) -> None:
+    paths = write_images(tmp_path, 10)
+    config = file_config(tmp_path, rank=rank, world_size=2)
+    parts = [sorted(ids_of(DatagoIterDataset(config), workers)) for workers in range(4)]
+    assert parts == [paths[rank::2]] * 4  # equal counts on every rank: no DDP hang
 
 
 def test_a_pickled_dataset_keeps_the_rank_of_the_process_that_pickled_it(

@@ -37,9 +37,13 @@ class Partition:
     count: int = 1
 
     def within_rank(self, rank: int, world_size: int) -> Partition:
-        """This worker split applied inside rank `rank` of `world_size` (0 means 1)."""
+        """This worker split applied inside rank `rank` of `world_size` (0 means 1).
+
+        Worker-major (part `worker * ranks + rank`): with a stride split, a rank's parts
+        together take every `ranks`-th item from `rank`, whatever the number of workers.
+        """
         ranks = max(world_size, 1)
-        return Partition(rank * self.count + self.index, ranks * self.count)
+        return Partition(self.index * ranks + rank, ranks * self.count)
 
     def slice_bounds(self, total: int) -> tuple[int, int]:
         """[start, end) of this part of `total` items; the first `total % count` get one more."""
