@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import types
 import typing
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from datago.errors import ConfigError
+from datago.imaging.buckets import BucketTable
 
 logger = logging.getLogger(__name__)
 
@@ -166,6 +168,18 @@ class ImageConfig:
                 f"{path}.min_aspect_ratio and max_aspect_ratio must satisfy 0 < min <= max, "
                 f"got {self.min_aspect_ratio} and {self.max_aspect_ratio}"
             )
+        try:  # an empty table would fail every sample, and only at the first one
+            BucketTable.build(
+                self.default_image_size,
+                self.downsampling_ratio,
+                self.min_aspect_ratio,
+                self.max_aspect_ratio,
+            )
+        except ValueError as exc:
+            raise ConfigError(
+                f"{path}.default_image_size, downsampling_ratio, min_aspect_ratio and "
+                f"max_aspect_ratio give no usable bucket table: {exc}"
+            ) from None
 
 
 SourceConfig = FileSourceConfig | WebDatasetSourceConfig | DbSourceConfig
@@ -318,6 +332,8 @@ def _build(
 def _check_type(value: Any, hint: Any, key: str) -> None:
     if not _matches(value, hint):
         raise ConfigError(f"{key} must be of type {_describe(hint)}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):  # json.loads takes NaN, Infinity
+        raise ConfigError(f"{key} must be a finite number, got {value!r}")
 
 
 def _matches(value: Any, hint: Any) -> bool:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 from typing import Any
 
 import pytest
@@ -125,6 +127,16 @@ def file_config(**changes: Any) -> dict[str, Any]:
         ({"image_config__default_image_size": 8}, "image_config.default_image_size must be >="),
         ({"image_config__min_aspect_ratio": 3.0}, "min_aspect_ratio and max_aspect_ratio"),
         ({"image_config__min_aspect_ratio": 0}, "min_aspect_ratio and max_aspect_ratio"),
+        (
+            {"image_config__min_aspect_ratio": 0.3, "image_config__max_aspect_ratio": 0.3},
+            "min_aspect_ratio and max_aspect_ratio give no usable bucket table: no aspect-ratio",
+        ),
+        (
+            {"image_config__max_aspect_ratio": 1e300},
+            "max_aspect_ratio give no usable bucket table: aspect ratios [0.5, 1e+300] give over",
+        ),
+        ({"image_config__max_aspect_ratio": math.inf}, "max_aspect_ratio must be a finite number"),
+        ({"image_config__min_aspect_ratio": math.nan}, "min_aspect_ratio must be a finite number"),
         ({"image_config__encode_format": "gif"}, "image_config.encode_format must be"),
         ({"image_config__jpeg_quality": 101}, "image_config.jpeg_quality must be in"),
         ({"image_config": []}, "image_config must be a JSON object"),
@@ -133,7 +145,7 @@ def file_config(**changes: Any) -> dict[str, Any]:
 def test_bad_configs_raise_value_error_naming_the_key(
     changes: dict[str, Any], message: str
 ) -> None:
-    with pytest.raises(ValueError, match=message.replace(".", r"\.").replace("(", r"\(")):
+    with pytest.raises(ValueError, match=re.escape(message)):
         DatagoClient(file_config(**changes))
 
 
@@ -150,6 +162,20 @@ def test_bad_json_and_missing_keys() -> None:
         DatagoClient({"source_config": {"sources": "A"}})
     with pytest.raises(ConfigError, match=r"source_config.page_size must be in \[1, 2000\]"):
         DatagoClient({"source_config": {"sources": "A", "page_size": 5000}})
+
+
+def test_image_configs_that_fail_at_the_first_sample_upstream_fail_at_construction() -> None:
+    empty_table = file_config(
+        image_config__default_image_size=224,
+        image_config__min_aspect_ratio=0.3,
+        image_config__max_aspect_ratio=0.3,
+    )
+    with pytest.raises(ConfigError, match=re.escape("224, downsampling ratio 16 and ratios [0.3")):
+        DatagoClient(json.dumps(empty_table))
+    text = json.dumps(file_config(image_config__max_aspect_ratio=math.inf))
+    assert '"max_aspect_ratio": Infinity' in text  # JSON text that json.loads accepts
+    with pytest.raises(ConfigError, match="max_aspect_ratio must be a finite number, got inf"):
+        DatagoClient(text)
 
 
 def test_environment_variables() -> None:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 Bucket = tuple[int, int]
 """A target (width, height)."""
+MAX_CANDIDATES = 1 << 16
+"""Most candidate sizes a table is built from (1024/32/0.5/2.0 has 46)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,11 +29,25 @@ class BucketTable:
     def build(
         cls, image_size: int, downsampling_ratio: int, min_ratio: float, max_ratio: float
     ) -> BucketTable:
-        """Upstream's `build_image_size_list`: integer division, later inserts win a key."""
+        """Upstream's `build_image_size_list`: integer division, later inserts win a key.
+
+        Raises ValueError when no bucket fits, or when the ratios are so extreme that the
+        table would be unbounded (upstream overflows or loops for ever).
+        """
         patches = image_size // downsampling_ratio
         area = float(patches * patches)
-        wide = range(math.ceil(math.sqrt(area * min_ratio)), _floor_sqrt(area * max_ratio) + 1)
-        tall = range(math.ceil(math.sqrt(area / max_ratio)), _floor_sqrt(area / min_ratio) + 1)
+        try:
+            wide = range(math.ceil(math.sqrt(area * min_ratio)), _floor_sqrt(area * max_ratio) + 1)
+            tall = range(math.ceil(math.sqrt(area / max_ratio)), _floor_sqrt(area / min_ratio) + 1)
+        except (OverflowError, ValueError, ZeroDivisionError):  # inf, nan, 0 or < 0
+            raise ValueError(
+                f"aspect ratios [{min_ratio}, {max_ratio}] must be finite and > 0"
+            ) from None
+        if _length(wide) + _length(tall) > MAX_CANDIDATES:
+            raise ValueError(
+                f"aspect ratios [{min_ratio}, {max_ratio}] give over {MAX_CANDIDATES} bucket "
+                f"sizes for image size {image_size} and downsampling ratio {downsampling_ratio}"
+            )
         sizes = [(pw * downsampling_ratio, _div(area, pw) * downsampling_ratio) for pw in wide]
         sizes += [(_div(area, ph) * downsampling_ratio, ph * downsampling_ratio) for ph in tall]
         sizes = [(w, h) for w, h in sizes if w > 0 and h > 0]  # upstream panics on these
@@ -56,6 +72,11 @@ class BucketTable:
     def choose(self, width: int, height: int) -> Bucket:
         """The bucket an image of this size goes to."""
         return self.sizes[self.key_for(width, height)]
+
+
+def _length(candidates: range) -> int:
+    """len() of a range that may be too long for len()."""
+    return max(candidates.stop - candidates.start, 0)
 
 
 def _floor_sqrt(value: float) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from datago.imaging.buckets import BucketTable
@@ -78,3 +80,18 @@ def test_later_insert_wins_a_key() -> None:
 def test_impossible_table_is_an_error() -> None:
     with pytest.raises(ValueError, match="no aspect-ratio bucket"):
         BucketTable.build(16, 32, 0.5, 2.0)
+
+
+@pytest.mark.parametrize(
+    ("ratios", "message"),
+    [
+        ((0.3, 0.3), "no aspect-ratio bucket"),  # upstream: every sample panics
+        ((0.5, math.inf), "must be finite and > 0"),  # upstream: OverflowError
+        ((math.nan, 2.0), "must be finite and > 0"),
+        ((0.0, 2.0), "must be finite and > 0"),
+        ((0.5, 1e300), "give over 65536 bucket sizes"),  # upstream: a table too big to build
+    ],
+)
+def test_unusable_ratios_are_an_error(ratios: tuple[float, float], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        BucketTable.build(224, 16, *ratios)
