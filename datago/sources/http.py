@@ -16,7 +16,7 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -34,6 +34,9 @@ _PERMANENT = (
 )
 _DETAIL_BYTES = 200  # of an error answer's body, quoted in the error
 _DETAIL_WAIT_S = 1.0
+DRAIN_BYTES = 64 << 10
+"""Most bytes `drain` reads and drops to keep a connection (a tar pads to 10 KiB)."""
+DRAIN_WAIT_S = 1.0
 
 
 class HttpStatusError(SourceError):
@@ -130,7 +133,7 @@ class HttpClient:
 
     async def stream(
         self, url: str, headers: Mapping[str, str] | None = None
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """The body of a GET in chunks as they arrive (not copied), resumed after a failure.
 
         `attempts` bounds the failures in a row; a failure after some progress starts the
@@ -195,6 +198,22 @@ class HttpClient:
                     "GET %s failed at byte %d (%r); retry in %.2fs", url, received, exc, delay
                 )
                 await asyncio.sleep(delay)
+
+
+async def drain(chunks: AsyncIterator[bytes]) -> None:
+    """Read and drop the rest of a `stream` body the caller no longer needs (a tar's padding).
+
+    aiohttp puts a connection back in the pool only after the whole body was read, so a short
+    rest (`DRAIN_BYTES`, within `DRAIN_WAIT_S`) is read; a longer or failing one is left for
+    the caller to close.
+    """
+    left = DRAIN_BYTES
+    with contextlib.suppress(SourceError, TimeoutError):
+        async with asyncio.timeout(DRAIN_WAIT_S):
+            async for chunk in chunks:
+                left -= len(chunk)
+                if left < 0:
+                    return
 
 
 def _body_range(url: str, response: aiohttp.ClientResponse) -> tuple[int, int | None]:

@@ -23,7 +23,9 @@
   engine replays the stream and skips the samples already delivered without decoding them.
   Memory: about max(16, 4k) queued samples, plus one read chunk (4 MiB local) per slot.
 - Nothing is buffered whole: local shards are read and parsed in the executor 4 MiB at a
-  time, HTTP bodies parsed as they arrive (`tar_stream`), members grouped per `wds_groups`.
+  time, HTTP bodies parsed as they arrive (`tar_stream`) and read past the tar's end block
+  (`http.drain`: its padding), so a slot's shards reuse one connection; members are grouped
+  per `wds_groups`.
   Gzipped shards (`.tar.gz`, `.tgz`) are recognised by content and inflated on the way.
 - Faults: HTTP retries and resumes (`HttpClient.stream`), so transient faults do not change
   the order. A shard lost for good (missing, HTTP error after retries, truncated, even
@@ -50,7 +52,7 @@ from datago.config import WebDatasetSourceConfig
 from datago.errors import SourceError
 from datago.sources.base import RawSample, SourceContext
 from datago.sources.gzip_stream import GzipStreamInflater
-from datago.sources.http import HttpClient
+from datago.sources.http import HttpClient, drain
 from datago.sources.shards import ShardPlan, expand_urls, plan_part
 from datago.sources.tar_stream import TarMember, TarStreamParser
 from datago.sources.wds_groups import SampleGrouper
@@ -211,11 +213,16 @@ class _ShardStreamer:
         self, url: str, inflater: GzipStreamInflater, parser: TarStreamParser
     ) -> AsyncGenerator[list[TarMember], None]:
         assert self.client is not None
-        async for chunk in self.client.stream(url, self.headers):
-            if members := parser.feed(inflater.feed(chunk)):
-                yield members
-            if parser.ended or parser.error:
-                return
+        body = self.client.stream(url, self.headers)
+        async with contextlib.aclosing(body):
+            async for chunk in body:
+                if members := parser.feed(inflater.feed(chunk)):
+                    yield members
+                if parser.error:
+                    return
+                if parser.ended:
+                    await drain(body)  # the rest (padding) is read: the connection is reused
+                    return
 
     async def _file_members(
         self, url: str, inflater: GzipStreamInflater, parser: TarStreamParser

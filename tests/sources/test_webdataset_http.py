@@ -8,6 +8,7 @@ import gzip
 import logging
 import os
 import threading
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,7 +22,7 @@ from aiohttp.test_utils import TestServer
 
 from datago.config import Environment
 from datago.errors import SourceError
-from datago.sources import webdataset
+from datago.sources import http, webdataset
 from datago.sources.base import SourceContext
 from datago.stats import Stats
 from tests.sources.test_webdataset import collect, config, write_shards, write_tar
@@ -43,8 +44,12 @@ class ShardServer:
     """Drop the connection after this many body bytes, once per faulty path."""
     stall_at: int | None = None
     """Stop sending for a second after this many body bytes, once per faulty path."""
+    tail: int = 0
+    """Send the last `tail` bytes of each body after a 50 ms pause (what follows a tar's end)."""
     requests: list[tuple[str, str | None, str | None]] = field(default_factory=list)
     """(path, Range, Authorization) of every request."""
+    peers: list[tuple[str, int]] = field(default_factory=list)
+    """The client address and port of every request: one per connection used."""
     broken: set[str] = field(default_factory=set)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -52,6 +57,8 @@ class ShardServer:
         self.requests.append(
             (name, request.headers.get("Range"), request.headers.get("Authorization"))
         )
+        assert request.transport is not None
+        self.peers.append(request.transport.get_extra_info("peername"))
         faulty = self.faulty is None or name in self.faulty
         attempt = sum(1 for path, _, _ in self.requests if path == name)
         if faulty and self.status is not None:
@@ -82,8 +89,12 @@ class ShardServer:
             await response.write(body[: self.stall_at])
             await asyncio.sleep(1.0)
             return response
-        for start in range(0, len(body), 256 << 10):
-            await response.write(body[start : start + (256 << 10)])
+        head = len(body) - self.tail
+        for start in range(0, head, 256 << 10):
+            await response.write(body[start : min(head, start + (256 << 10))])
+        if self.tail:
+            await asyncio.sleep(0.05)
+            await response.write(body[head:])
         await response.write_eof()
         return response
 
@@ -160,6 +171,40 @@ async def test_every_sample_once_over_http_with_the_token(tmp_path: Path) -> Non
     assert by_id["s0007"].attributes["txt"] == "caption 7"
     assert {auth for _, _, auth in server.requests} == {"Bearer tok"}
     assert per_path(server) == dict.fromkeys(files, 1)
+    assert (stats.skipped, stats.source_errors) == (0, 0)
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+async def test_shards_in_one_slot_reuse_one_connection(tmp_path: Path, gzipped: bool) -> None:
+    files, keys = shard_files(tmp_path, 5, 3)
+    if gzipped:
+        files = {name: gzip.compress(data) for name, data in files.items()}
+    # What follows the tar's end (padding zeros, gzip's trailer) comes a moment later.
+    server = ShardServer(files, tail=8 if gzipped else 512)
+    async with serving(server) as base:
+        samples, stats = await collect(config(base + "shard-{000..004}.tar"))
+    assert [s.id for s in samples] == keys
+    assert len(server.peers) == 5
+    assert len(set(server.peers)) == 1
+    assert (stats.skipped, stats.source_errors) == (0, 0)
+
+
+@pytest.mark.parametrize("tail", ["long", "slow"])
+async def test_a_long_or_slow_rest_after_the_tar_is_not_waited_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tail: str
+) -> None:
+    files, keys = shard_files(tmp_path, 2, 3)
+    if tail == "long":
+        files = {name: data + bytes(4 << 20) for name, data in files.items()}
+    else:
+        monkeypatch.setattr(http, "DRAIN_WAIT_S", 0.001)  # the server pauses 50 ms
+    server = ShardServer(files, tail=512)
+    started = time.monotonic()
+    async with serving(server) as base:
+        samples, stats = await collect(config(base + "shard-{000..001}.tar"))
+    assert time.monotonic() - started < 5
+    assert [s.id for s in samples] == keys
+    assert len(set(server.peers)) == 2  # closed rather than drained
     assert (stats.skipped, stats.source_errors) == (0, 0)
 
 
