@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,28 @@ def test_limit_is_reached_past_bad_files(tmp_path: Path) -> None:
     good = write_images(tmp_path, 5)
     with DatagoClient(file_config(tmp_path, limit=4)) as client:
         assert [s.id for s in client] == good[:4]
+
+
+def test_file_name_that_is_not_utf8_is_a_counted_skip(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = write_images(tmp_path / "sub", 2)
+    data = encode(photo(16, 12), "JPEG")
+    folder = os.fsencode(tmp_path / "sub")
+    with open(os.path.join(folder, b"caf\xe9.jpg"), "wb") as latin1:  # "cafe" in Latin-1
+        latin1.write(data)
+    (tmp_path / "sub" / "caf\u00e9.jpg").write_bytes(data)  # the same name in UTF-8
+    with (
+        caplog.at_level(logging.WARNING, logger="datago"),
+        DatagoClient(file_config(tmp_path)) as client,
+    ):
+        delivered = [s.id for s in client]
+        stats = client.stats
+    assert delivered == sorted([*good, str(tmp_path / "sub" / "caf\u00e9.jpg")])
+    assert all(i.encode("utf-8") for i in delivered)
+    assert stats.skipped == 1
+    assert stats.skip_reasons == {"bad file name": 1}
+    assert "caf\\udce9.jpg" in caplog.text and "bytes that are not UTF-8" in caplog.text
 
 
 def test_dangling_symlink_is_not_an_image_file(tmp_path: Path) -> None:

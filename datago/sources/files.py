@@ -4,7 +4,8 @@ The walk runs in the executor, one directory listing at a time, in sorted order,
 sequence is deterministic and the first sample arrives before the walk ends. Part `i` of
 `n` (rank x torch worker) takes every n-th file from offset i: parts are disjoint and
 their union is the whole folder. `random_sampling` lists everything, then shuffles this
-part with `seed` and the pass number.
+part with `seed` and the pass number. A file whose name cannot be an id (bytes that are not
+UTF-8) is a counted skip, as a bad tar member name is.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from datago.config import FileSourceConfig
 from datago.errors import SourceError
 from datago.sources.base import RawSample, SourceContext
+from datago.sources.wds_groups import name_fault
 
 logger = logging.getLogger(__name__)
 
@@ -38,9 +40,14 @@ async def iter_files(config: FileSourceConfig, ctx: SourceContext) -> AsyncItera
         seed = None if config.seed is None else f"{config.seed}:{ctx.epoch}"
         random.Random(seed).shuffle(every)
         paths = iter(every)
+    below_root = len(os.path.join(root, ""))
     while batch := await loop.run_in_executor(ctx.executor, _next_batch, paths):
         for path in batch:
-            yield RawSample(id=path, source="filesystem", image=Path(path))
+            fault = name_fault(path[below_root:])  # e.g. bytes that are not UTF-8: no usable id
+            if fault is None:
+                yield RawSample(id=path, source="filesystem", image=Path(path))
+            else:
+                ctx.stats.skip(path, f"bad file name: {fault}")
 
 
 def _check_root(root: Path) -> None:
