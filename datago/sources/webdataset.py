@@ -1,8 +1,8 @@
 """`source_type: "webdataset"`: samples streamed from tar shards, local or over HTTP(S).
 
-- `url`: a path or an http(s) URL (a `file://` prefix is allowed), or a list of them, each
-  brace-expanded (`shard-{000000..001281}.tar`, `{a,b}`). A URL without braces is one shard;
-  upstream's GCS bucket listing mode is not supported.
+- `url`: a path or an http(s) URL (a `file://` prefix is allowed; schemes in any case), or
+  a list of them, each brace-expanded (`shard-{000000..001281}.tar`, `{a,b}`). A URL without
+  braces is one shard; upstream's GCS bucket listing mode is not supported.
 - Samples: `id` is the webdataset key (member path up to the first dot of the file name,
   directory kept; upstream uses the stem up to the last dot), `source` the shard URL; the
   member rules (image, masks, json, text, bad names) are in `wds_groups`.
@@ -228,7 +228,7 @@ class _ShardStreamer:
         self, url: str, inflater: GzipStreamInflater, parser: TarStreamParser
     ) -> AsyncGenerator[list[TarMember], None]:
         loop = asyncio.get_running_loop()
-        path = url.removeprefix("file://")
+        path = url[7:] if url[:7].lower() == "file://" else url
         opening = self.ctx.executor.submit(_open, path)
         try:
             file = await asyncio.wrap_future(opening)
@@ -265,7 +265,7 @@ def _read(
 
 
 def _is_http(url: str) -> bool:
-    return url.startswith(("http://", "https://"))
+    return url[:8].lower().startswith(("http://", "https://"))  # schemes are case-insensitive
 
 
 async def _shuffled(

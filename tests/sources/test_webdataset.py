@@ -130,7 +130,11 @@ async def test_every_sample_once_in_shard_order_with_its_members(tmp_path: Path)
 
 async def test_url_list_and_file_scheme(tmp_path: Path) -> None:
     _, keys = write_shards(tmp_path, 4, 2)
-    urls = [str(tmp_path / "shard-{000,001}.tar"), f"file://{tmp_path}/shard-{{002..003}}.tar"]
+    urls = [
+        str(tmp_path / "shard-{000,001}.tar"),
+        f"file://{tmp_path}/shard-002.tar",
+        f"FILE://{tmp_path}/shard-003.tar",  # schemes are case-insensitive
+    ]
     samples, _ = await collect(config(urls))
     assert [s.id for s in samples] == keys
 

@@ -208,6 +208,17 @@ async def test_a_long_or_slow_rest_after_the_tar_is_not_waited_for(
     assert (stats.skipped, stats.source_errors) == (0, 0)
 
 
+async def test_an_upper_case_scheme_is_http(tmp_path: Path) -> None:
+    files, keys = shard_files(tmp_path, 2, 3)
+    server = ShardServer(files)
+    async with serving(server) as base:
+        assert base.startswith("http://")
+        samples, stats = await collect(config("HTTP://" + base[7:] + "shard-{000..001}.tar"))
+    assert [s.id for s in samples] == keys
+    assert per_path(server) == dict.fromkeys(files, 1)
+    assert stats.source_errors == 0
+
+
 async def test_server_errors_are_retried(tmp_path: Path) -> None:
     files, keys = shard_files(tmp_path, 3, 4)
     server = ShardServer(files, fail_first=2)
