@@ -34,6 +34,9 @@ _PERMANENT = (
 )
 _DETAIL_BYTES = 200  # of an error answer's body, quoted in the error
 _DETAIL_WAIT_S = 1.0
+RESUME_PROGRESS_BYTES = 1 << 20
+"""Bytes a failed `stream` attempt must have delivered to count as progress (not a failure
+in a row): every resume then advances by at least that much."""
 DRAIN_BYTES = 64 << 10
 """Most bytes `drain` reads and drops to keep a connection (a tar pads to 10 KiB)."""
 DRAIN_WAIT_S = 1.0
@@ -136,8 +139,9 @@ class HttpClient:
     ) -> AsyncGenerator[bytes, None]:
         """The body of a GET in chunks as they arrive (not copied), resumed after a failure.
 
-        `attempts` bounds the failures in a row; a failure after some progress starts the
-        count again, so a long shard survives several resets.
+        `attempts` bounds the failures in a row; a failure after `RESUME_PROGRESS_BYTES` of
+        progress starts the count again, so a long shard survives several resets, but a server
+        that sends a few bytes and then resets, forever, fails the stream.
         """
         received = 0
         total: int | None = None
@@ -150,7 +154,7 @@ class HttpClient:
                 request_headers["Range"] = f"bytes={received}-"
                 if version and not version.startswith("W/"):
                     request_headers["If-Range"] = version  # a changed resource comes whole
-            progressed = False
+            delivered = 0  # by this attempt
             try:
                 async with self.session.get(
                     url, headers=request_headers, timeout=self.stream_timeout
@@ -179,13 +183,13 @@ class HttpClient:
                         piece = chunk[drop:] if drop else chunk
                         drop = 0
                         received += len(piece)
-                        progressed = True
+                        delivered += len(piece)
                         yield piece
                     if total is not None and received < total:
                         raise aiohttp.ClientPayloadError(f"body ended at {received} of {total}")
                     return
             except Exception as exc:
-                failures = 1 if progressed else failures + 1
+                failures = 1 if delivered >= RESUME_PROGRESS_BYTES else failures + 1
                 if not is_retryable(exc) or failures >= self.attempts:
                     if isinstance(exc, SourceError):
                         raise

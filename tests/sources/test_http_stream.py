@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from datago.errors import SourceError
+from datago.sources import http
 from datago.sources.http import HttpClient
 from tests.sources.test_webdataset_http import ShardServer, serving
 
@@ -105,3 +110,65 @@ async def test_a_body_replaced_while_resuming_is_an_error() -> None:
         await client.close()
         await server.close()
     assert asked == [None, '"v1"']
+
+
+@dataclass
+class CuttingServer:
+    """Serves `body` with Range support, dropping every connection after `cut` body bytes."""
+
+    body: bytes
+    cut: int
+    starts: list[int] = field(default_factory=list)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        start = int(request.headers.get("Range", "bytes=0-")[6:].rstrip("-"))
+        self.starts.append(start)
+        headers = {"Content-Range": f"bytes {start}-{len(self.body) - 1}/{len(self.body)}"}
+        response = web.StreamResponse(status=206 if start else 200, headers=headers)
+        response.content_length = len(self.body) - start
+        await response.prepare(request)
+        await response.write(self.body[start : start + self.cut])
+        if start + self.cut < len(self.body):
+            assert request.transport is not None
+            request.transport.close()
+        return response
+
+
+@contextlib.asynccontextmanager
+async def cutting(server: CuttingServer) -> AsyncIterator[str]:
+    app = web.Application()
+    app.router.add_get("/blob", server.handle)
+    test_server = TestServer(app, host="127.0.0.1")
+    await test_server.start_server()
+    try:
+        yield str(test_server.make_url("/blob"))
+    finally:
+        await test_server.close()
+
+
+async def test_a_long_body_survives_a_reset_after_each_megabyte() -> None:
+    body = os.urandom(5 * http.RESUME_PROGRESS_BYTES + 1000)
+    cut = http.RESUME_PROGRESS_BYTES + 1
+    server = CuttingServer(body, cut)
+    async with cutting(server) as url:
+        client = HttpClient(attempts=2, backoff_base_s=0.01, stall_timeout_s=5)
+        try:
+            assert await read_all(client, url) == body
+        finally:
+            await client.close()
+    assert server.starts == list(range(0, len(body), cut))  # 5 resets, each resumed
+
+
+async def test_a_server_resetting_after_a_few_bytes_forever_fails_the_stream() -> None:
+    body = os.urandom(200_000)
+    server = CuttingServer(body, 100)
+    started = time.monotonic()
+    async with cutting(server) as url:
+        client = HttpClient(attempts=3, backoff_base_s=0.01, stall_timeout_s=5)
+        try:
+            with pytest.raises(SourceError, match=r"failed at byte 300 after 3 attempt\(s\)"):
+                await read_all(client, url)
+        finally:
+            await client.close()
+    assert server.starts == [0, 100, 200]
+    assert time.monotonic() - started < 5

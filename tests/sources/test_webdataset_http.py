@@ -44,6 +44,8 @@ class ShardServer:
     """Drop the connection after this many body bytes, once per faulty path."""
     stall_at: int | None = None
     """Stop sending for a second after this many body bytes, once per faulty path."""
+    every_time: bool = False
+    """Cut or stall every request of a faulty path, not only its first."""
     tail: int = 0
     """Send the last `tail` bytes of each body after a 50 ms pause (what follows a tar's end)."""
     requests: list[tuple[str, str | None, str | None]] = field(default_factory=list)
@@ -77,7 +79,7 @@ class ShardServer:
         response = web.StreamResponse(status=status, headers=headers)
         response.content_length = len(body)
         await response.prepare(request)
-        first_time = faulty and name not in self.broken
+        first_time = faulty and (self.every_time or name not in self.broken)
         if first_time and self.cut_at is not None:
             self.broken.add(name)
             await response.write(body[: self.cut_at])
@@ -297,6 +299,21 @@ async def test_cut_with_no_attempt_left_loses_the_shard(tmp_path: Path) -> None:
         samples, stats = await collect(source, retries=1)
     assert [s.id for s in samples] == keys[3:]
     assert stats.source_errors == 1
+
+
+async def test_a_shard_cut_after_a_few_bytes_every_time_is_lost_in_bounded_time(
+    tmp_path: Path,
+) -> None:
+    files, keys = shard_files(tmp_path, 3, 3)
+    server = ShardServer(files, faulty={"shard-001.tar"}, cut_at=100, every_time=True)
+    started = time.monotonic()
+    async with serving(server) as base:
+        samples, stats = await collect(config(base + "shard-{000..002}.tar"), retries=3)
+    assert time.monotonic() - started < 10
+    assert [s.id for s in samples] == keys[:3] + keys[6:]
+    resumed = [asked for path, asked, _ in server.requests if path == "shard-001.tar"]
+    assert resumed == [None, "bytes=100-", "bytes=200-"]
+    assert (stats.source_errors, stats.skipped) == (1, 0)
 
 
 async def test_closing_early_stops_every_download(tmp_path: Path) -> None:
