@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -12,12 +13,16 @@ from datago.stats import StageTimes, Stats
 
 
 def build_chunk(
-    raws: list[RawSample], processor: ImageProcessor, stats: Stats
+    raws: list[RawSample], processor: ImageProcessor, stats: Stats, stop: threading.Event
 ) -> tuple[list[Sample | None], StageTimes]:
-    """Build each sample; a failed one is counted in `stats`, logged and returned as None."""
+    """Build each sample; a failed one is counted in `stats`, logged and returned as None.
+
+    Once `stop` is set (the pass is closing) it returns early, with fewer results."""
     times = StageTimes()
     built: list[Sample | None] = []
     for raw in raws:
+        if stop.is_set():
+            break
         try:
             built.append(build_sample(raw, processor, times))
         except Exception as exc:

@@ -76,6 +76,7 @@ class DatagoClient:
             self._finished = False
             # Closes the pass when the client is garbage-collected; holds no reference to it.
             self._finalizer = weakref.finalize(self, self._pass.close)
+            self._finalizer.atexit = False  # at exit the engine closes every pass in 1 s
 
     def stop(self) -> None:
         """Stop the current pass within a second; `start()` begins a new one."""

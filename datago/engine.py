@@ -15,8 +15,10 @@ import logging
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from datago._malloc import tune_malloc
 from datago.builder import build_chunk
@@ -31,6 +33,10 @@ logger = logging.getLogger(__name__)
 
 CHUNK_SIZE = 8
 """Samples per executor task: one dispatch costs ~80 us, so small images go in groups."""
+
+CHUNK_BYTES = 512 * 1024
+"""A chunk stops growing once its encoded bytes reach this: big images go one at a time, so
+the first sample is not held up by a whole chunk of slow decodes."""
 
 WINDOW_PER_THREAD = 4
 """Chunks in flight per decode thread: enough that a slow chunk does not leave the executor
@@ -76,6 +82,8 @@ class Pass:
         self.sink = Sink(self.loop, config.samples_buffer_size)
         self._main: asyncio.Task[None] | None = None
         self._started = threading.Event()
+        self.cancelled = threading.Event()
+        """Set on close: running chunks stop before their next sample."""
         self.thread = threading.Thread(target=self._run, name="datago-loop", daemon=True)
         self.thread.start()
         self._started.wait()
@@ -85,12 +93,17 @@ class Pass:
         """Cancel the pass and wait for its threads. Idempotent, callable from any thread."""
         if self.thread is threading.current_thread():
             raise RuntimeError("a datago pass cannot be closed from its own event-loop thread")
-        with contextlib.suppress(RuntimeError):  # the loop already finished and closed
-            self.loop.call_soon_threadsafe(self._cancel)
-        self.sink.finish(END)  # wakes consumers blocked in get()
+        self.cancel()
         self.thread.join(timeout)
         if self.thread.is_alive():
             logger.error("datago loop thread did not stop within %.1fs", timeout)
+
+    def cancel(self) -> None:
+        """Tell the pass to stop and wake its consumers, without waiting. Any thread."""
+        self.cancelled.set()
+        with contextlib.suppress(RuntimeError):  # the loop already finished and closed
+            self.loop.call_soon_threadsafe(self._cancel)
+        self.sink.finish(END)  # wakes consumers blocked in get()
 
     def _cancel(self) -> None:
         if self._main is not None:
@@ -184,6 +197,7 @@ class _Dispatcher:
         self.tasks: set[asyncio.Task[None]] = set()
         self.previous = asyncio.Event()
         self.previous.set()
+        self.built, self.built_bytes = 0, 0  # samples built so far and their encoded bytes
 
     async def run(self, raws: asyncio.Queue[_Numbered | _SourceEnd]) -> None:
         try:
@@ -204,7 +218,7 @@ class _Dispatcher:
             if self.accepted >= self.limit:
                 break
             budget = min(CHUNK_SIZE, int(min(self.limit - self.accepted - self.reserved, 1e9)))
-            chunk, end = await _take_chunk(raws, budget)
+            chunk, end = await _take_chunk(raws, budget, self._encoded_size)
             if chunk:
                 self.reserved += len(chunk)
                 turn, self.previous = self.previous, asyncio.Event()
@@ -228,10 +242,15 @@ class _Dispatcher:
         loop = asyncio.get_running_loop()
         stats = self.owner.stats
         try:
+            raws = [raw for _, raw in chunk]
             built, times = await loop.run_in_executor(
-                self.executor, build_chunk, [raw for _, raw in chunk], self.processor, stats
+                self.executor, build_chunk, raws, self.processor, stats, self.owner.cancelled
             )
             stats.add(times)
+            if len(built) < len(chunk):  # build_chunk stopped early: the pass is closing
+                raise asyncio.CancelledError
+            self.built += len(chunk)
+            self.built_bytes += times.bytes_read
             await turn.wait()
             for (position, _), sample in zip(chunk, built, strict=True):
                 if sample is not None and self.accepted < self.limit:
@@ -242,27 +261,45 @@ class _Dispatcher:
         finally:
             self.window.release()
 
+    def _encoded_size(self, raw: RawSample) -> float:
+        """Encoded bytes of a raw sample; a file not read yet counts as the mean so far."""
+        if isinstance(raw.image, Path):
+            size = self.built_bytes / self.built if self.built else CHUNK_BYTES
+        else:
+            size = len(raw.image or b"")
+        masks = sum(map(len, raw.masks.values()))
+        return size + masks + sum(map(len, raw.additional_images.values()))
+
 
 async def _take_chunk(
-    raws: asyncio.Queue[_Numbered | _SourceEnd], budget: int
+    raws: asyncio.Queue[_Numbered | _SourceEnd],
+    budget: int,
+    size_of: Callable[[RawSample], float],
 ) -> tuple[list[_Numbered], _SourceEnd | None]:
-    """Wait for one raw sample, then take what else is ready, up to `budget`."""
+    """Wait for one raw sample, then take what else is ready, up to `budget` samples or
+    `CHUNK_BYTES` encoded bytes."""
     chunk: list[_Numbered] = []
+    size = 0.0
     item = await raws.get()
     while True:
         if isinstance(item, _SourceEnd):
             return chunk, item
         chunk.append(item)
-        if len(chunk) >= budget or raws.empty():
+        size += size_of(item[1])
+        if len(chunk) >= budget or size >= CHUNK_BYTES or raws.empty():
             return chunk, None
         item = raws.get_nowait()
 
 
 @atexit.register
 def _close_live_passes() -> None:
-    """Interpreter exit: stop every pass still running so no thread outlives it."""
-    for run in list(_live_passes):
-        run.close(timeout=1.0)
+    """Interpreter exit: stop every pass still running, within a second in all."""
+    passes = list(_live_passes)
+    for run in passes:
+        run.cancel()
+    deadline = time.monotonic() + 1.0
+    for run in passes:
+        run.close(timeout=max(deadline - time.monotonic(), 0.0))
 
 
 def start_pass(config: ClientConfig, stats: Stats, cursor: Cursor, workers: Partition) -> Pass:

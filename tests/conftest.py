@@ -39,6 +39,17 @@ def encode(image: Image.Image, fmt: str = "JPEG", **params: object) -> bytes:
     return buffer.getvalue()
 
 
+def big_jpegs(folder: Path, count: int) -> list[str]:
+    """`count` copies of one 4000x3000 (12 MP, ~3 MB) JPEG: each takes ~0.15 s to decode."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    coarse = Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8))
+    data = encode(coarse.resize((4000, 3000), Image.Resampling.BICUBIC), quality=90)
+    for i in range(count):
+        (folder / f"huge_{i:02d}.jpg").write_bytes(data)
+    return sorted(str(p) for p in folder.glob("huge_*.jpg"))
+
+
 def write_images(folder: Path, count: int, start: int = 0) -> list[str]:
     """`count` images (JPEG and PNG alternating, various sizes), returns their paths sorted."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import os
 import queue
 import signal
@@ -15,12 +16,20 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 import datago.engine
 from datago import DatagoClient, LoaderError
 from datago.sink import Sink
 from datago.sources.base import RawSample
-from tests.conftest import datago_threads, encode, file_config, photo, write_images
+from tests.conftest import (
+    big_jpegs,
+    datago_threads,
+    encode,
+    file_config,
+    photo,
+    write_images,
+)
 
 
 def big_pngs(folder: Path, count: int) -> list[str]:
@@ -41,6 +50,70 @@ def test_close_stops_every_thread_within_a_second(tmp_path: Path) -> None:
     client.close()
     assert time.monotonic() - start < 1.0
     assert not datago_threads()
+
+
+@pytest.mark.parametrize("how", ["stop", "close"])
+def test_big_images_first_sample_and_shutdown_within_a_second(tmp_path: Path, how: str) -> None:
+    paths = big_jpegs(tmp_path, 24)
+    client = DatagoClient(file_config(tmp_path, samples_buffer_size=1))
+    start = time.monotonic()
+    first = client.get_sample()
+    assert time.monotonic() - start < 1.0  # not a whole chunk of 12 MP decodes first
+    assert first is not None and first.id == paths[0]
+    assert first.image.to_numpy().shape == (3000, 4000, 3)
+    start = time.monotonic()
+    client.stop() if how == "stop" else client.close()
+    assert time.monotonic() - start < 1.0
+    assert not datago_threads()
+    client.close()
+
+
+def test_stop_interrupts_a_chunk_between_samples(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATAGO_MAX_TASKS", "1")  # 4 chunks in flight: single samples first
+    data = encode(Image.new("RGB", (4000, 3000), (120, 80, 200)), "PNG")  # 42 KB, 12 MP
+    for i in range(16):
+        (tmp_path / f"flat_{i:02d}.png").write_bytes(data)
+    resize = {
+        "crop_and_resize": True,
+        "default_image_size": 512,
+        "downsampling_ratio": 32,
+        "min_aspect_ratio": 0.5,
+        "max_aspect_ratio": 2.0,
+    }  # ~0.2 s a sample
+    config = file_config(tmp_path, samples_buffer_size=1, image_config=resize)
+    with DatagoClient(config) as client:
+        # The first 4 chunks are single samples (sizes not known yet); then chunks of 8.
+        samples = list(itertools.islice(client, 4))
+        time.sleep(0.1)  # the chunk of 8 is under way
+        start = time.monotonic()
+        client.stop()
+        assert time.monotonic() - start < 1.0
+        assert not datago_threads()
+    assert [s.id for s in samples] == sorted(str(p) for p in tmp_path.iterdir())[:4]
+    assert all(s.image.to_numpy().shape == (448, 576, 3) for s in samples)  # 4:3 bucket
+
+
+def test_interpreter_exit_with_big_images_takes_under_a_second(tmp_path: Path) -> None:
+    big_jpegs(tmp_path, 24)
+    script = (
+        "from datago import DatagoClient\n"
+        f"c = DatagoClient({{'source_type': 'file', 'source_config': {{'root_path': {str(tmp_path)!r}}},"
+        " 'samples_buffer_size': 1})\n"
+        "assert c.get_sample() is not None\n"
+        "print('ok', flush=True)\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == "ok"
+    start = time.monotonic()
+    _, err = child.communicate(timeout=30)
+    assert time.monotonic() - start < 1.0
+    assert child.returncode == 0, err
+    assert "Exception" not in err
 
 
 def test_garbage_collection_stops_the_pass(tmp_path: Path) -> None:
