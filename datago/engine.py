@@ -84,6 +84,7 @@ class Pass:
         self._started = threading.Event()
         self.cancelled = threading.Event()
         """Set on close: running chunks stop before their next sample."""
+        self._threads: set[int] = set()  # the loop's and its executors' threads
         self.thread = threading.Thread(target=self._run, name="datago-loop", daemon=True)
         self.thread.start()
         self._started.wait()
@@ -91,9 +92,9 @@ class Pass:
 
     def close(self, timeout: float = 5.0) -> None:
         """Cancel the pass and wait for its threads. Idempotent, callable from any thread."""
-        if self.thread is threading.current_thread():
-            raise RuntimeError("a datago pass cannot be closed from its own event-loop thread")
         self.cancel()
+        if threading.get_ident() in self._threads:
+            return  # e.g. a GC finalizer on a decode thread: joining would wait for itself
         self.thread.join(timeout)
         if self.thread.is_alive():
             logger.error("datago loop thread did not stop within %.1fs", timeout)
@@ -103,14 +104,23 @@ class Pass:
         self.cancelled.set()
         with contextlib.suppress(RuntimeError):  # the loop already finished and closed
             self.loop.call_soon_threadsafe(self._cancel)
-        self.sink.finish(END)  # wakes consumers blocked in get()
+        if threading.get_ident() not in self._threads:
+            # The loop thread may be inside the sink's lock; there `_run` ends the stream.
+            self.sink.finish(END)  # wakes consumers blocked in get()
+
+    def _adopt(self) -> None:
+        self._threads.add(threading.get_ident())
 
     def _cancel(self) -> None:
         if self._main is not None:
             self._main.cancel()
 
     def _run(self) -> None:
+        self._adopt()
         asyncio.set_event_loop(self.loop)
+        self.loop.set_default_executor(
+            ThreadPoolExecutor(thread_name_prefix="datago-resolve", initializer=self._adopt)
+        )
         try:
             self._main = self.loop.create_task(self._produce_all())
             self.loop.call_soon(self._started.set)
@@ -126,7 +136,7 @@ class Pass:
 
     async def _produce_all(self) -> None:
         executor = ThreadPoolExecutor(
-            self.environment.max_tasks, thread_name_prefix="datago-decode"
+            self.environment.max_tasks, thread_name_prefix="datago-decode", initializer=self._adopt
         )
         try:
             await self._produce(executor)

@@ -21,7 +21,7 @@ from PIL import Image
 import datago.engine
 from datago import DatagoClient, LoaderError
 from datago.sink import Sink
-from datago.sources.base import RawSample
+from datago.sources.base import RawSample, SourceContext
 from tests.conftest import (
     big_jpegs,
     datago_threads,
@@ -126,6 +126,47 @@ def test_garbage_collection_stops_the_pass(tmp_path: Path) -> None:
     while datago_threads() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not datago_threads()
+
+
+@pytest.mark.parametrize("thread", ["loop", "decode"])
+def test_cycle_collected_on_a_pass_thread_stops_the_pass(
+    monkeypatch: pytest.MonkeyPatch, thread: str
+) -> None:
+    jpeg = encode(photo(16, 16))
+    told = threading.Event()
+    unraisable: list[object] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+
+    def collect_when_told() -> None:
+        told.wait(5.0)
+        gc.collect()
+
+    async def endless_source(config: object, context: SourceContext) -> AsyncIterator[RawSample]:
+        yield RawSample(id="first", source="test", image=jpeg)
+        loop = asyncio.get_running_loop()
+        if thread == "loop":
+            await loop.run_in_executor(context.executor, told.wait, 5.0)
+            gc.collect()
+        else:
+            await loop.run_in_executor(context.executor, collect_when_told)
+        while True:
+            yield RawSample(id="more", source="test", image=jpeg)
+
+    monkeypatch.setattr(datago.engine, "open_source", endless_source)
+    gc.disable()  # only the pass's own thread may collect the cycle
+    try:
+        client = DatagoClient(file_config(Path("unused"), samples_buffer_size=1))
+        client.cycle = client  # type: ignore[attr-defined]
+        first = client.get_sample()
+        loop_thread = client._pass.thread  # type: ignore[union-attr]
+        del client
+        told.set()
+        loop_thread.join(1.0)
+    finally:
+        gc.enable()
+    assert first is not None and first.id == "first"
+    assert not loop_thread.is_alive()
+    assert unraisable == []
 
 
 def test_interpreter_exit_with_an_open_client(tmp_path: Path) -> None:
