@@ -3,8 +3,10 @@
 Pages: `images/` is read by following each absolute `next` link verbatim (with the token)
 until it is null; the next page is fetched while the current one's items download.
 `random_sampling` asks `images/random/` again and again, a sampling with replacement that
-ends at the client's `limit` or at an empty page (upstream stops after one page). Dataroom's
-random view ignores partitions, so every rank then draws from the whole filtered set.
+ends at the client's `limit` or at an empty page (upstream stops after one page), and raises
+`SourceError` once `RANDOM_GIVE_UP_ITEMS` items in a row were malformed or failed to
+download (else a dataset with no good item would be drawn forever). Dataroom's random view
+ignores partitions, so every rank then draws from the whole filtered set.
 
 Splits: rank x torch worker, see `dataroom_query.SplitPlan`. Pages carry
 `Authorization: Token <DATAROOM_API_KEY>` (no header when the key is empty); media URLs are
@@ -39,6 +41,8 @@ from datago.sources.http import HttpClient, HttpStatusError, is_retryable
 
 HTTP_TIMEOUT_S = 60.0
 """Seconds one page or file GET may take, headers and body, before it fails and is retried."""
+RANDOM_GIVE_UP_ITEMS = 200
+"""Random sampling stops with an error after this many dropped items in a row."""
 _MIN_WINDOW = 32
 _T = TypeVar("_T")
 
@@ -98,6 +102,8 @@ class _Reader:
         window = max(_MIN_WINDOW, 4 * ctx.environment.max_tasks)
         self.pending: asyncio.Queue[asyncio.Task[RawSample | None] | _End] = asyncio.Queue(window)
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.dropped_in_row = 0
+        """Items malformed or not downloaded since the last good one, in completion order."""
 
     async def produce(self, first_url: str) -> None:
         """Fill `pending` with download tasks, then with an `_End`."""
@@ -117,6 +123,7 @@ class _Reader:
             page = await fetch
             next_url = page.next_url
             if self.random:
+                self._check_random_progress(number)
                 next_url = first_url if page.items else None
             elif next_url is not None and hash(next_url) in seen:
                 loop_error = SourceError(
@@ -132,6 +139,18 @@ class _Reader:
                 await self._dispatch(item)
         if loop_error is not None:
             raise loop_error
+
+    def _check_random_progress(self, number: int) -> None:
+        """Raise when random pages keep coming but none of their items is usable."""
+        if self.dropped_in_row < RANDOM_GIVE_UP_ITEMS:
+            return
+        error = SourceError(
+            f"dataroom random sampling gave up after {number} pages: the last "
+            f"{self.dropped_in_row} items drawn were all malformed or failed to download, "
+            "none gave a sample (see the skipped samples in the log)"
+        )
+        self.stats.source_error("dataroom random sampling", str(error))
+        raise error
 
     async def _page(self, url: str, number: int) -> Page:
         """One page; a page lost for good is counted in `stats` and raised."""
@@ -166,6 +185,7 @@ class _Reader:
 
     async def _dispatch(self, item: ItemRefs | MalformedItem) -> None:
         if isinstance(item, MalformedItem):
+            self.dropped_in_row += 1
             self.stats.skip(item.sample_id, f"malformed dataroom item: {item}")
         elif self.random or self.keeps(item.id):
             await self.pending.put(self._spawn(self._download(item)))
@@ -178,8 +198,10 @@ class _Reader:
         try:
             payloads = await self._get_all(urls)
         except SourceError as exc:
+            self.dropped_in_row += 1
             self.stats.skip(refs.id, f"download failed: {exc}")
             return None
+        self.dropped_in_row = 0
         image = payloads.pop(0) if refs.image_url is not None else None
         sample = RawSample(
             id=refs.id,
