@@ -5,8 +5,10 @@ with `batch_size`, batches itself by image shape. Only this module imports torch
 
 Split: rank r of n comes from `source_config.rank/world_size` when `world_size > 1` there,
 else from `torch.distributed` when it is initialised, else from the `RANK`/`WORLD_SIZE`
-environment variables (torchrun sets them). Inside a rank, DataLoader worker w of W reads
-part w of W. Parts are disjoint and their union is the whole dataset.
+environment variables (torchrun sets them), looked up by the process that iterates (a
+spawned DataLoader worker gets its parent's). Inside a rank, DataLoader worker w of W reads
+part w of W; the rank's samples are the same whatever W. Parts are disjoint, their union is
+the whole dataset.
 
 `limit` counts per rank, as upstream (every rank's client delivers `limit`): worker w of W
 delivers `limit // W + (w < limit % W)`. The rank total is exactly `limit` when every
@@ -107,7 +109,8 @@ class DatagoIterDataset(IterableDataset[Any]):
         self.max_open_batches = max_open_batches
         self.pin_memory = pin_memory
         self.epoch = 0
-        self._ranks: tuple[int, int] | None = None  # fixed when pickled for a spawned worker
+        self._shipped_ranks: tuple[int, int] | None = None  # resolved when pickled
+        self._unpickled_in: int | None = None  # the process id that unpickled this copy
 
     def set_epoch(self, epoch: int) -> None:
         """Pass number: reshuffles `random_sampling` with a seed (as `DistributedSampler`).
@@ -122,8 +125,21 @@ class DatagoIterDataset(IterableDataset[Any]):
         return self.config.limit
 
     def __getstate__(self) -> dict[str, Any]:
-        # A spawned worker does not see this process's torch.distributed group.
-        return {**self.__dict__, "_ranks": self._ranks or _ranks_of(self.config)}
+        # A spawned DataLoader worker does not see this process's torch.distributed group.
+        return {**self.__dict__, "_shipped_ranks": _ranks_of(self.config)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._unpickled_in = os.getpid()
+
+    def _ranks(self) -> tuple[int, int]:
+        """Resolved now, except in a DataLoader worker spawned with this dataset pickled in:
+        there, those of the parent that pickled it (not of a launcher that pickled it earlier).
+        """
+        if get_worker_info() is not None and self._unpickled_in == os.getpid():
+            assert self._shipped_ranks is not None
+            return self._shipped_ranks
+        return _ranks_of(self.config)
 
     def __iter__(self) -> Iterator[Any]:
         info = get_worker_info()
@@ -137,7 +153,7 @@ class DatagoIterDataset(IterableDataset[Any]):
             # Each worker process runs its own decode threads: share the cores between them.
             cores = max(1, (os.cpu_count() or 1) // info.num_workers)
             os.environ.setdefault("DATAGO_MAX_TASKS", str(cores))
-        config = _part_config(self.config, self._ranks or _ranks_of(self.config), workers)
+        config = _part_config(self.config, self._ranks(), workers)
         if config is None:
             return
         client = DatagoClient(config, workers=workers)

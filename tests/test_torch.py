@@ -111,19 +111,19 @@ def test_a_rank_reads_the_same_samples_whatever_num_workers(tmp_path: Path, rank
     assert parts == [paths[rank::2]] * 4  # equal counts on every rank: no DDP hang
 
 
-def test_a_pickled_dataset_keeps_the_rank_of_the_process_that_pickled_it(
+def test_an_unpickled_dataset_takes_the_ranks_of_the_process_that_iterates_it(
     image_dir: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    root, _ = image_dir
+    root, paths = image_dir
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
     dataset = DatagoIterDataset(file_config(root))
-    expected = ids_of(dataset)
-    shipped = pickle.dumps(dataset)  # what a spawned DataLoader worker receives
+    assert len(ids_of(dataset)) == 12
+    shipped = pickle.dumps(dataset)  # as a launcher ships it to the processes it starts
     monkeypatch.delenv("RANK")
     monkeypatch.delenv("WORLD_SIZE")
-    assert ids_of(pickle.loads(shipped)) == expected
-    assert len(expected) == 12
+    assert sorted(ids_of(pickle.loads(shipped))) == paths
+    assert sorted(ids_of(pickle.loads(shipped), num_workers=2)) == paths
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
