@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from pathlib import Path
@@ -48,6 +49,26 @@ def test_bad_files_are_skipped_counted_and_logged(
     logged = " ".join(r.getMessage() for r in caplog.records)
     for name in bad:
         assert f"{tmp_path / name}" in logged
+
+
+def test_imperfect_jpegs_are_delivered(tmp_path: Path) -> None:
+    good = encode(photo(64, 48), "JPEG", quality=90)
+    dqt = good.find(b"\xff\xdb")
+    imperfect = {
+        "no_end_marker.jpg": good[:-2],
+        "padded.jpg": good[:-2] + bytes(64),
+        "stray_bytes.jpg": good[:dqt] + b"\x00\x00" + good[dqt:],
+    }
+    for name, data in imperfect.items():
+        (tmp_path / name).write_bytes(data)
+    with DatagoClient(file_config(tmp_path)) as client:
+        delivered = {Path(s.id).name: s.image.to_numpy() for s in client}
+        stats = client.stats
+    assert sorted(delivered) == sorted(imperfect) and stats.skipped == 0
+    with Image.open(io.BytesIO(good)) as clean:
+        expected = np.asarray(clean)
+    for pixels in delivered.values():
+        np.testing.assert_array_equal(pixels, expected)
 
 
 def test_decompression_bomb_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,7 +2,9 @@
 
 8-bit PNGs go through libpng (`imagecodecs.png_decode`, ~1.7x Pillow's speed) when the optional
 `imagecodecs` is installed; pyspng is not used because it holds the GIL. Modes follow upstream: GIF and palette images with transparency give RGBA, other palette
-images RGB, 16-bit greyscale stays 16-bit.
+images RGB, 16-bit greyscale stays 16-bit. JPEGs that simplejpeg refuses are retried with an
+end marker added when they lack one, then given to Pillow (which takes stray bytes before a
+marker, or padding after the data); a truncated file still fails both.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from PIL import Image, ImageOps
 from datago.sample import PixelArray
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
+_JPEG_END = b"\xff\xd9"  # EOI marker
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _PNG_8_BIT_TYPES = {0, 2, 4, 6}  # grey, RGB, grey + alpha, RGBA: libpng and Pillow agree
 # Pillow modes kept as they are; every other mode is converted to the one given here.
@@ -44,13 +47,13 @@ fast_png_decode = _libpng_decoder()
 
 
 def jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a JPEG header, or None when the bytes are not a JPEG."""
+    """(width, height) from a JPEG header, or None when simplejpeg cannot read one."""
     if data[:3] != _JPEG_MAGIC:
         return None
     try:
         height, width, _, _ = simplejpeg.decode_jpeg_header(data)
-    except ValueError as exc:
-        raise DecodeError(f"corrupt JPEG header: {exc}") from exc
+    except ValueError:  # maybe only stray bytes: decode_image lets Pillow decide
+        return None
     return width, height
 
 
@@ -66,14 +69,9 @@ def decode_image(
     it, so the array may be smaller than the original size.
     """
     if data[:3] == _JPEG_MAGIC and not exif_orientation:
-        try:
-            header = simplejpeg.decode_jpeg_header(data)
-        except ValueError as exc:
-            raise DecodeError(f"corrupt JPEG header: {exc}") from exc
-        height, width, colorspace, _ = header
-        if colorspace in ("YCbCr", "RGB", "Gray"):
-            _check_pixel_count(width, height)
-            return _decode_jpeg(data, colorspace, min_size), (width, height)
+        decoded = _decode_jpeg(data, min_size)
+        if decoded is not None:
+            return decoded
     if fast_png_decode is not None and not exif_orientation and _is_plain_8_bit_png(data):
         return _decode_png(data, fast_png_decode)
     return _decode_with_pillow(data, exif_orientation)
@@ -98,17 +96,34 @@ def _decode_png(data: bytes, decoder: Callable[[bytes], Any]) -> tuple[PixelArra
     return (pixels[:, :, None] if pixels.ndim == 2 else pixels), (width, height)
 
 
-def _decode_jpeg(data: bytes, colorspace: str, min_size: tuple[int, int] | None) -> PixelArray:
-    min_w, min_h = min_size or (0, 0)
+def _decode_jpeg(
+    data: bytes, min_size: tuple[int, int] | None
+) -> tuple[PixelArray, tuple[int, int]] | None:
+    """simplejpeg's decode, or None for what it cannot (CMYK) or will not (stray bytes) decode."""
     try:
-        pixels: PixelArray = simplejpeg.decode_jpeg(
-            data,
-            colorspace="GRAY" if colorspace == "Gray" else "RGB",
-            min_width=min_w,
-            min_height=min_h,
-        )
-    except ValueError as exc:
-        raise DecodeError(f"corrupt JPEG: {exc}") from exc
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError:
+        return None
+    if colorspace not in ("YCbCr", "RGB", "Gray"):
+        return None
+    _check_pixel_count(width, height)
+    min_w, min_h = min_size or (0, 0)
+    grey = colorspace == "Gray"
+    try:
+        return _simplejpeg(data, grey, min_w, min_h), (width, height)
+    except ValueError:  # simplejpeg fails on what libjpeg only warns about
+        if data.endswith(_JPEG_END):
+            return None
+    try:  # complete but for its end marker; a truncated file still fails ("premature end")
+        return _simplejpeg(data + _JPEG_END, grey, min_w, min_h), (width, height)
+    except ValueError:
+        return None
+
+
+def _simplejpeg(data: bytes, grey: bool, min_width: int, min_height: int) -> PixelArray:
+    pixels: PixelArray = simplejpeg.decode_jpeg(
+        data, colorspace="GRAY" if grey else "RGB", min_width=min_width, min_height=min_height
+    )
     return pixels
 
 

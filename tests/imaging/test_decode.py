@@ -1,9 +1,14 @@
-"""Decoding: libpng (when installed) and Pillow agree on PNGs, bad bytes raise DecodeError."""
+"""Decoding: libpng (when installed) and Pillow agree on PNGs, imperfect JPEGs decode, bad bytes
+raise DecodeError."""
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
+import simplejpeg
+from PIL import Image
 
 from datago.imaging import decode
 from datago.imaging.decode import DecodeError, decode_image
@@ -53,3 +58,36 @@ def test_png_decompression_bomb_is_refused(
 def test_jpeg_min_size_decodes_reduced() -> None:
     pixels, size = decode_image(encode(photo_like(400, 320)), min_size=(190, 150))
     assert size == (400, 320) and pixels.shape == (160, 200, 3)  # 1/2 covers 190x150
+
+
+JPEG = encode(photo_like(64, 48), quality=90)
+_DQT = JPEG.find(b"\xff\xdb")
+IMPERFECT_JPEGS = {
+    "no end marker": JPEG[:-2],
+    "padding for an end marker": JPEG[:-2] + bytes(16),
+    "stray bytes before a marker": JPEG[:_DQT] + b"\x00\x17\x2a" + JPEG[_DQT:],
+}
+
+
+@pytest.mark.parametrize("case", list(IMPERFECT_JPEGS))
+def test_jpegs_simplejpeg_refuses_still_decode(case: str) -> None:
+    data = IMPERFECT_JPEGS[case]
+    with pytest.raises(ValueError):
+        simplejpeg.decode_jpeg(data)
+    with Image.open(io.BytesIO(JPEG)) as clean:
+        expected = np.asarray(clean)
+    pixels, size = decode_image(data)
+    assert size == (64, 48)
+    assert np.array_equal(pixels, expected)
+
+
+def test_jpeg_without_end_marker_keeps_the_reduced_decode() -> None:
+    pixels, _ = decode_image(IMPERFECT_JPEGS["no end marker"], min_size=(32, 24))
+    assert np.array_equal(pixels, decode_image(JPEG, min_size=(32, 24))[0])
+    assert pixels.shape == (24, 32, 3)  # simplejpeg with the marker added, not Pillow
+
+
+@pytest.mark.parametrize("cut", [3, 100, len(JPEG) // 2])
+def test_truncated_jpegs_still_raise(cut: int) -> None:
+    with pytest.raises(DecodeError):
+        decode_image(JPEG[:-cut])

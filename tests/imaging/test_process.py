@@ -18,6 +18,7 @@ from datago.imaging.process import ImageProcessor
 from datago.imaging.resample import Resampler
 from datago.stats import StageTimes
 from tests.imaging.images import encode, photo_like, reference_bucket_resize
+from tests.imaging.test_decode import IMPERFECT_JPEGS, JPEG
 from tests.imaging.test_transform import assert_close
 
 BUCKETS_224 = ImageConfig(
@@ -170,3 +171,11 @@ def test_no_config_passes_pixels_through() -> None:
     pixels = photo_like(33, 21)
     out = run(ImageProcessor(None), encode(pixels, "PNG"))
     assert np.array_equal(out, pixels)
+
+
+@pytest.mark.parametrize("case", list(IMPERFECT_JPEGS))
+def test_imperfect_jpeg_is_bucketed(case: str) -> None:
+    payload, bucket = ImageProcessor(BUCKETS_224).process(IMPERFECT_JPEGS[case], StageTimes())
+    assert bucket == (256, 192) and payload.size == bucket
+    clean = run(ImageProcessor(BUCKETS_224), JPEG)
+    assert np.abs(payload.to_numpy().astype(int) - clean.astype(int)).mean() < 1.5
