@@ -34,7 +34,7 @@ from datago.dataroom_server import make_app
 from tests.conftest import encode, photo
 
 TOKEN = "fault-token"
-TIMEOUT_S = 0.5  # HTTP_TIMEOUT_S during these tests: a stall costs this much
+TIMEOUT_S = 0.5  # PAGE_ and HTTP_TIMEOUT_S during these tests: a stall costs this much
 KINDS = ("500", "503", "reset", "stall_headers", "stall_body", "truncate")
 
 
@@ -190,6 +190,7 @@ def server(
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[ServerThread]:
     monkeypatch.setattr("datago.sources.dataroom.HTTP_TIMEOUT_S", TIMEOUT_S)
+    monkeypatch.setattr("datago.sources.dataroom.PAGE_TIMEOUT_S", TIMEOUT_S)
     monkeypatch.setenv("DATAGO_MAX_RETRIES", "3")
     with ServerThread(tmp_path / "data", faults) as running:
         monkeypatch.setenv("DATAROOM_API_URL", running.url)
@@ -341,6 +342,7 @@ def test_closing_mid_stream_is_quick_and_leaves_no_thread_or_socket(
     stall: str,
 ) -> None:
     monkeypatch.setattr("datago.sources.dataroom.HTTP_TIMEOUT_S", 30.0)
+    monkeypatch.setattr("datago.sources.dataroom.PAGE_TIMEOUT_S", 30.0)
     if stall == "by_host_name":  # resolved by aiohttp in a thread of the loop
         monkeypatch.setenv("DATAROOM_API_URL", server.url.replace("127.0.0.1", "localhost"))
     if stall in ("media_in_flight", "by_host_name"):

@@ -14,14 +14,15 @@ fetched without it (dataroom serves them from storage, often presigned, where it
 belong).
 
 Failures: every GET gets `DATAGO_MAX_RETRIES` attempts, with backoff, against 5xx, 408,
-429, resets, truncated bodies and answers slower than `HTTP_TIMEOUT_S`. A page that still
-fails, or whose body is not `{"results": [...], "next": url | null}`, raises `SourceError`
-after the samples of the pages before it and counts a `stats.source_errors` (a 401/403 names
-the token), so a cut-short pass never looks like the end of the data. A malformed item, or a
-sample whose image or latent file cannot be downloaded (a 404, or attempts spent), is counted
-in `stats` as skipped and the stream goes on. Samples come out in page order; at most
-max(32, 4 x DATAGO_MAX_TASKS) of them download at once, and the next page is read only when
-they leave room.
+429, resets, truncated bodies and answers slower than `PAGE_TIMEOUT_S` (a page) or
+`HTTP_TIMEOUT_S` (a file): a silent API fails after about attempts x PAGE_TIMEOUT_S. A
+page that still fails, or whose body is not `{"results": [...], "next": url | null}`,
+raises `SourceError` after the samples of the pages before it and counts a
+`stats.source_errors` (a 401/403 names the token), so a cut-short pass never looks like the
+end of the data. A malformed item, or a sample whose image or latent file cannot be
+downloaded (a 404, or attempts spent), is counted in `stats` as skipped and the stream goes
+on. Samples come out in page order; at most max(32, 4 x DATAGO_MAX_TASKS) of them download
+at once, and the next page is read only when they leave room.
 """
 
 from __future__ import annotations
@@ -39,8 +40,10 @@ from datago.sources.dataroom_items import ItemRefs, MalformedItem, Page, parse_p
 from datago.sources.dataroom_query import SplitPlan, first_page_url, plan_split
 from datago.sources.http import HttpClient, HttpStatusError, is_retryable
 
+PAGE_TIMEOUT_S = 20.0
+"""Seconds one page GET may take, headers and body, before it fails and is retried."""
 HTTP_TIMEOUT_S = 60.0
-"""Seconds one page or file GET may take, headers and body, before it fails and is retried."""
+"""Seconds one image or latent file GET may take (files can be large), likewise."""
 RANDOM_GIVE_UP_ITEMS = 200
 """Random sampling stops with an error after this many dropped items in a row."""
 _MIN_WINDOW = 32
@@ -98,7 +101,9 @@ class _Reader:
         self.executor = ctx.executor
         key = ctx.environment.dataroom_api_key
         self.headers = {"Authorization": f"Token {key}"} if key else {}
-        self.http = HttpClient(attempts=ctx.environment.max_retries, timeout_s=HTTP_TIMEOUT_S)
+        attempts = ctx.environment.max_retries
+        self.page_http = HttpClient(attempts=attempts, timeout_s=PAGE_TIMEOUT_S)
+        self.file_http = HttpClient(attempts=attempts, timeout_s=HTTP_TIMEOUT_S)
         window = max(_MIN_WINDOW, 4 * ctx.environment.max_tasks)
         self.pending: asyncio.Queue[asyncio.Task[RawSample | None] | _End] = asyncio.Queue(window)
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -163,7 +168,7 @@ class _Reader:
     async def _read_page(self, url: str, number: int) -> Page:
         """One page, parsed in the executor; raises `SourceError` once retries are spent."""
         try:
-            body = await self.http.get_bytes(url, self.headers)
+            body = await self.page_http.get_bytes(url, self.headers)
         except HttpStatusError as exc:
             if exc.status in (401, 403):
                 said = f" (the API said: {exc.detail})" if exc.detail else ""
@@ -171,7 +176,7 @@ class _Reader:
                     f"the dataroom API refused the token (HTTP {exc.status}) for {url}: "
                     f"check DATAROOM_API_KEY{said}"
                 ) from exc
-            tries = self.http.attempts if is_retryable(exc) else 1
+            tries = self.page_http.attempts if is_retryable(exc) else 1
             raise SourceError(
                 f"dataroom page {number} failed after {tries} attempt(s): {exc}"
             ) from exc
@@ -223,8 +228,8 @@ class _Reader:
 
     async def _get_all(self, urls: list[str]) -> list[bytes]:
         if len(urls) <= 1:
-            return [await self.http.get_bytes(url) for url in urls]
-        downloads = [asyncio.create_task(self.http.get_bytes(url)) for url in urls]
+            return [await self.file_http.get_bytes(url) for url in urls]
+        downloads = [asyncio.create_task(self.file_http.get_bytes(url)) for url in urls]
         try:
             return list(await asyncio.gather(*downloads))
         finally:
@@ -238,11 +243,12 @@ class _Reader:
         return task
 
     async def close(self, producer: asyncio.Task[None]) -> None:
-        """Cancel the producer and every download, wait for them, close the HTTP session."""
+        """Cancel the producer and every download, wait for them, close the HTTP sessions."""
         queued = [self.pending.get_nowait() for _ in range(self.pending.qsize())]
         waiting = [producer, *self.tasks, *(t for t in queued if isinstance(t, asyncio.Task))]
         for task in waiting:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*waiting, return_exceptions=True)
-        await self.http.close()
+        await self.page_http.close()
+        await self.file_http.close()

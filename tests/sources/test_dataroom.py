@@ -21,6 +21,7 @@ from aiohttp.test_utils import TestServer
 from datago.config import DbSourceConfig, Environment
 from datago.dataroom_server import make_app
 from datago.errors import SourceError
+from datago.sources import dataroom
 from datago.sources.base import Partition, RawSample, SourceContext
 from datago.sources.dataroom import iter_dataroom
 from datago.stats import Stats
@@ -324,6 +325,40 @@ async def test_unreachable_api_is_a_source_error_after_retries(
     ctx = context(Api(url=f"http://127.0.0.1:{port}/api/"), executor)
     with pytest.raises(SourceError, match=r"page 1 failed.*3 attempt.*DATAROOM_API_URL"):
         await collect(db(), ctx)
+
+
+async def test_a_silent_api_fails_within_the_page_timeout(
+    executor: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("datago.sources.dataroom.PAGE_TIMEOUT_S", 0.3)
+    with socket.socket() as silent:  # the kernel accepts connections; nothing ever answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        ctx = context(Api(url=f"http://127.0.0.1:{silent.getsockname()[1]}/api/"), executor)
+        start = time.monotonic()
+        with pytest.raises(
+            SourceError,
+            match=r"page 1 failed: GET .* failed after 3 attempt\(s\): "
+            r"no complete answer within 0.3s \(TimeoutError\)",
+        ):
+            await collect(db(), ctx)
+    assert 0.9 <= time.monotonic() - start < 3  # 3 x 0.3 s, and the backoff between
+    assert dataroom.PAGE_TIMEOUT_S <= 20 < dataroom.HTTP_TIMEOUT_S  # the defaults
+
+
+async def test_files_may_take_longer_than_a_page(
+    api: Api,
+    executor: ThreadPoolExecutor,
+    catalogue: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("datago.sources.dataroom.PAGE_TIMEOUT_S", 0.2)
+    api.media_delay_s = 0.5
+    ctx = context(api, executor)
+    samples = await collect(db(sources="gamma", require_images=True), ctx)
+    assert [s.id for s in samples] == ids_of(catalogue, "gamma")
+    assert ctx.stats.skipped == 0
+    assert len([path for path, _, _ in api.requests if path.startswith("/media/")]) == 5
 
 
 async def test_a_page_error_is_retried_without_loss_or_duplicate(
