@@ -10,10 +10,10 @@ spawned DataLoader worker gets its parent's). Inside a rank, DataLoader worker w
 part w of W; the rank's samples are the same whatever W. Parts are disjoint, their union is
 the whole dataset.
 
-`limit` counts per rank, as upstream (every rank's client delivers `limit`): worker w of W
-delivers `limit // W + (w < limit % W)`. The rank total is exactly `limit` when every
-worker's part holds its share; for the file source that is whenever the rank holds
-`limit` good samples.
+`limit` counts per rank, as upstream (every rank's client delivers `limit`). With
+`num_workers=0` a rank delivers exactly `limit` when it holds that many good samples. Worker
+w of W delivers at most its share, `limit // W + (w < limit % W)`, from its own part: a part
+short of good samples (bad ones are skipped) leaves the rank short, no other worker makes up.
 """
 
 from __future__ import annotations

@@ -50,6 +50,18 @@ def test_limit_is_per_rank_and_exact_with_workers(
     assert len(dataset) == limit
 
 
+def test_a_worker_does_not_make_up_for_bad_samples_in_another_workers_part(
+    tmp_path: Path,
+) -> None:
+    paths = write_images(tmp_path, 12)
+    for bad in paths[0:4:2]:  # two of worker 0's six (every second file from the first)
+        Path(bad).write_bytes(b"not an image")
+    dataset = DatagoIterDataset(file_config(tmp_path, limit=10))
+    assert len(ids_of(dataset)) == 10
+    ids = ids_of(dataset, num_workers=2)
+    assert sorted(ids) == sorted(paths[4::2] + paths[1:10:2])  # 4 + 5: one short of 10
+
+
 def test_len_needs_a_limit_and_no_batch_size(image_dir: tuple[Path, list[str]]) -> None:
     root, _ = image_dir
     assert len(DataLoader(DatagoIterDataset(file_config(root, limit=5)), batch_size=None)) == 5
