@@ -72,6 +72,17 @@ class TarStreamParser:
         """The member whose header was read but whose data has not fully arrived."""
         return self._header[0] if self._header is not None else None
 
+    def copy_bound(self, size: int) -> int:
+        """At most how many bytes feeding `size` more copies out (0: it only queues them).
+
+        Lets a caller on an event loop send the feeds that complete a big member to a thread.
+        """
+        if self.ended or self.error is not None:
+            return 0
+        wanted = BLOCK if self._header is None else _padded(self._header[1], self._header[2])
+        total = self._available + size
+        return total if total >= wanted else 0
+
     def feed(self, chunk: bytes | bytearray | memoryview) -> list[TarMember]:
         """Append `chunk` to the stream; return the members it completes, in order."""
         if self.error is not None:
@@ -106,7 +117,7 @@ class TarStreamParser:
                 self.offset += BLOCK
                 continue
             name, size, kind = self._header
-            padded = 0 if kind in _NO_DATA else -(-size // BLOCK) * BLOCK
+            padded = _padded(size, kind)
             if self._available < padded:
                 return
             data = self._take(size, padded) if padded else b""
@@ -181,6 +192,11 @@ class TarStreamParser:
         if kind not in _NO_DATA:
             _check_size(name, size, MAX_MEMBER_BYTES, offset)
         return name, size, kind
+
+
+def _padded(size: int, kind: int) -> int:
+    """Bytes of data (whole blocks) after a header of this size and type."""
+    return 0 if kind in _NO_DATA else -(-size // BLOCK) * BLOCK
 
 
 def _text(raw: bytes) -> str:

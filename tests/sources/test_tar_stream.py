@@ -301,3 +301,16 @@ def test_members_before_a_corrupt_header_in_the_same_chunk_are_kept() -> None:
         parser.feed(b"more")
     with pytest.raises(TarFormatError, match="checksum"):
         parser.finish()
+
+
+def test_copy_bound_says_which_feeds_copy_members_out() -> None:
+    data = make_tar([("big.bin", bytes(5000)), ("small.txt", b"s")], extras=False)
+    parser = TarStreamParser()
+    assert parser.copy_bound(511) == 0  # not even a header
+    assert parser.copy_bound(512) == 512
+    assert parser.feed(data[:600]) == []  # the header, and 88 bytes of 5120 queued
+    assert parser.copy_bound(5000) == 0
+    assert parser.copy_bound(5032) == 5120
+    assert parser.feed(data[600:5632]) == [TarMember("big.bin", bytes(5000))]
+    assert parser.feed(data[5632:]) == [TarMember("small.txt", b"s")]
+    assert parser.ended and parser.copy_bound(1 << 20) == 0

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import gzip
-import logging
 import os
 import threading
 import time
@@ -24,6 +24,7 @@ from datago.config import Environment
 from datago.errors import SourceError
 from datago.sources import http, webdataset
 from datago.sources.base import SourceContext
+from datago.sources.tar_stream import TarMember, TarStreamParser
 from datago.stats import Stats
 from tests.sources.test_webdataset import collect, config, write_shards, write_tar
 
@@ -337,22 +338,44 @@ async def test_closing_early_stops_every_download(tmp_path: Path) -> None:
 
 
 async def test_the_event_loop_is_never_blocked(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    big = {"jpg": b"\xff\xd8" + os.urandom(6 << 20), "bin": os.urandom(3 << 20), "txt": b"t"}
-    path = write_tar(tmp_path / "big.tar", [(f"b{i}", big) for i in range(3)])
+    # CPU time per callback, not wall time: a loaded machine that deschedules the loop thread
+    # is no block. Copying a 24 MiB member out of its chunks takes ~20 ms: in the executor.
+    big = {"jpg": b"\xff\xd8" + os.urandom(24 << 20), "bin": os.urandom(1 << 20), "txt": b"t"}
+    path = write_tar(tmp_path / "big.tar", [(f"b{i}", big) for i in range(2)])
     files = {"big.tar": path.read_bytes()}
-    loop = asyncio.get_running_loop()
-    loop.set_debug(True)
-    loop.slow_callback_duration = 0.05
-    async with serving(ShardServer(files)) as base:
-        for url in (base + "big.tar", str(path)):
-            with caplog.at_level(logging.WARNING, logger="asyncio"):
-                samples, _ = await collect(config(url))
-            assert [s.id for s in samples] == ["b0", "b1", "b2"]
-            assert samples[2].image == big["jpg"]
-    slow = [r.getMessage() for r in caplog.records if "Executing" in r.getMessage()]
-    assert not [message for message in slow if "RequestHandler" not in message]  # not the server
+    slow: list[tuple[float, str]] = []
+    big_feeds: list[int] = []  # the threads that copied a member over 1 MiB out
+    run, feed = asyncio.events.Handle._run, TarStreamParser.feed
+
+    def timed_run(handle: asyncio.Handle) -> None:
+        start = time.thread_time()
+        run(handle)
+        if (cpu := time.thread_time() - start) > 0.01:
+            owner = getattr(handle._callback, "__self__", handle)  # type: ignore[attr-defined]
+            slow.append((cpu, repr(owner)))  # a task's steps and wake-ups name the task
+
+    def watched_feed(parser: TarStreamParser, chunk: bytes) -> list[TarMember]:
+        members = feed(parser, chunk)
+        if any(len(m.data) > webdataset.LOOP_PARSE_BYTES for m in members):
+            big_feeds.append(threading.get_ident())
+        return members
+
+    monkeypatch.setattr(TarStreamParser, "feed", watched_feed)
+    monkeypatch.setattr(asyncio.events.Handle, "_run", timed_run)
+    gc.disable()  # a collection's pause is not the source's
+    try:
+        async with serving(ShardServer(files)) as base:
+            results = [await collect(config(url)) for url in (base + "big.tar", str(path))]
+    finally:
+        gc.enable()
+        monkeypatch.setattr(asyncio.events.Handle, "_run", run)
+    assert [owner for _, owner in slow if "RequestHandler" not in owner] == []  # not the server
+    assert len(big_feeds) == 4 and threading.get_ident() not in big_feeds
+    for samples, _ in results:
+        assert [s.id for s in samples] == ["b0", "b1"]
+        assert samples[1].image == big["jpg"]
 
 
 async def test_a_slow_consumer_is_not_a_stalled_server(tmp_path: Path) -> None:
