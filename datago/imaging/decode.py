@@ -1,10 +1,12 @@
-"""Bytes to pixels: simplejpeg for JPEG, Pillow for everything else; all release the GIL.
+"""Bytes to pixels: simplejpeg for JPEG, libpng or Pillow for PNG, Pillow for the rest.
 
-8-bit PNGs go through libpng (`imagecodecs.png_decode`, ~1.7x Pillow's speed) when the optional
-`imagecodecs` is installed; pyspng is not used because it holds the GIL. Modes follow upstream: GIF and palette images with transparency give RGBA, other palette
-images RGB, 16-bit greyscale stays 16-bit. JPEGs that simplejpeg refuses are retried with an
-end marker added when they lack one, then given to Pillow (which takes stray bytes before a
-marker, or padding after the data); a truncated file still fails both.
+All of them release the GIL. 8-bit PNGs go through libpng (`imagecodecs.png_decode`, ~1.7x
+Pillow's speed) when the optional `imagecodecs` is installed; pyspng is not used because it
+holds the GIL. Modes follow upstream (the image crate): a tRNS chunk becomes an alpha channel,
+GIF and palette images with transparency give RGBA, other palette images RGB, 16-bit
+greyscale stays 16-bit. JPEGs that simplejpeg refuses are retried with an end marker added
+when they lack one, then given to Pillow (which takes stray bytes before a marker, or
+padding after the data); a truncated file still fails both.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import simplejpeg
+from numpy.typing import NDArray
 from PIL import Image, ImageOps
 
 from datago.sample import PixelArray
@@ -24,10 +27,13 @@ from datago.sample import PixelArray
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _JPEG_END = b"\xff\xd9"  # EOI marker
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-_PNG_8_BIT_TYPES = {0, 2, 4, 6}  # grey, RGB, grey + alpha, RGBA: libpng and Pillow agree
+_GREY, _RGB, _GREY_ALPHA, _RGBA = 0, 2, 4, 6  # PNG colour types
+_LIBPNG_FORMATS = {(8, colour) for colour in (_GREY, _RGB, _GREY_ALPHA, _RGBA)}
 # Pillow modes kept as they are; every other mode is converted to the one given here.
 _KEPT_MODES = {"L", "LA", "RGB", "RGBA", "I;16"}
 _CONVERTED_MODES = {"1": "L", "La": "LA", "PA": "RGBA", "RGBa": "RGBA", "RGBX": "RGB"}
+_TRNS_MODES = {"1", "L", "RGB", "I;16"}
+"""Modes whose `transparency` is one colour key (tRNS), expanded to an alpha channel."""
 
 
 class DecodeError(ValueError):
@@ -72,18 +78,20 @@ def decode_image(
         decoded = _decode_jpeg(data, min_size)
         if decoded is not None:
             return decoded
-    if fast_png_decode is not None and not exif_orientation and _is_plain_8_bit_png(data):
+    if (
+        fast_png_decode is not None
+        and not exif_orientation
+        and _png_format(data) in _LIBPNG_FORMATS
+    ):
         return _decode_png(data, fast_png_decode)
-    return _decode_with_pillow(data, exif_orientation)
+    return decode_with_pillow(data, exif_orientation)
 
 
-def _is_plain_8_bit_png(data: bytes) -> bool:
-    return (
-        data[:8] == _PNG_MAGIC
-        and data[12:16] == b"IHDR"
-        and len(data) > 25
-        and (data[24] == 8 and data[25] in _PNG_8_BIT_TYPES)
-    )
+def _png_format(data: bytes) -> tuple[int, int] | None:
+    """(bit depth, colour type) from a PNG's header, or None when the bytes are not a PNG."""
+    if data[:8] != _PNG_MAGIC or data[12:16] != b"IHDR" or len(data) < 26:
+        return None
+    return data[24], data[25]
 
 
 def _decode_png(data: bytes, decoder: Callable[[bytes], Any]) -> tuple[PixelArray, tuple[int, int]]:
@@ -127,13 +135,19 @@ def _simplejpeg(data: bytes, grey: bool, min_width: int, min_height: int) -> Pix
     return pixels
 
 
-def _decode_with_pillow(data: bytes, exif_orientation: bool) -> tuple[PixelArray, tuple[int, int]]:
+def decode_with_pillow(
+    data: bytes, exif_orientation: bool = False
+) -> tuple[PixelArray, tuple[int, int]]:
+    """Decode any format Pillow reads, with the same modes as the libpng path (see above)."""
     try:
         with Image.open(io.BytesIO(data)) as img:
             _check_pixel_count(img.width, img.height)
             img.load()
             image = ImageOps.exif_transpose(img) if exif_orientation else img
-            array = _to_array(image.convert("RGBA") if img.format == "GIF" else image)
+            if img.format == "GIF":
+                image = image.convert("RGBA")
+            png = _png_format(data)
+            array = _to_array(image) if png is None else _png_to_array(image, png[0])
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         if isinstance(exc, DecodeError):
             raise
@@ -141,7 +155,13 @@ def _decode_with_pillow(data: bytes, exif_orientation: bool) -> tuple[PixelArray
     return array, (array.shape[1], array.shape[0])
 
 
-def _to_array(img: Image.Image) -> PixelArray:
+def _png_to_array(img: Image.Image, bits: int) -> PixelArray:
+    """`_to_array` with the raw tRNS key of a 2 or 4-bit grey PNG scaled as Pillow does pixels."""
+    return _to_array(img, key_scale=255 // (2**bits - 1) if bits in (2, 4) else 1)
+
+
+def _to_array(img: Image.Image, key_scale: int = 1) -> PixelArray:
+    """Pixels in one of the kept modes, a tRNS colour key (times `key_scale`) made alpha."""
     mode = img.mode
     if mode.startswith("I;16"):
         array = np.asarray(img).astype(np.uint16, copy=False)
@@ -153,7 +173,17 @@ def _to_array(img: Image.Image) -> PixelArray:
         array = np.asarray(img.convert("RGBA" if "transparency" in img.info else "RGB"))
     else:
         array = np.asarray(img.convert(_CONVERTED_MODES.get(mode, "RGB")))
-    return array[:, :, None] if array.ndim == 2 else array
+    array = array[:, :, None] if array.ndim == 2 else array
+    if mode in _TRNS_MODES and "transparency" in img.info:
+        return _expand_transparency(array, np.asarray(img.info["transparency"]) * key_scale)
+    return array
+
+
+def _expand_transparency(pixels: PixelArray, key: NDArray[Any]) -> PixelArray:
+    """libpng's tRNS expansion: alpha 0 where a pixel equals the key colour, else opaque."""
+    keyed = np.all(pixels == key.reshape(-1), axis=2, keepdims=True)
+    alpha = np.where(keyed, 0, np.iinfo(pixels.dtype).max).astype(pixels.dtype)
+    return np.concatenate([pixels, alpha], axis=2)
 
 
 def _check_pixel_count(width: int, height: int) -> None:

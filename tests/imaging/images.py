@@ -1,9 +1,11 @@
-"""Deterministic photo-like test images: smooth colour fields, texture and grain."""
+"""Deterministic photo-like test images, and a hand-written PNG encoder."""
 
 from __future__ import annotations
 
 import io
 import math
+import struct
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -30,6 +32,36 @@ def photo_like(width: int, height: int, seed: int = 0) -> np.ndarray:
     pixels += rng.normal(0, 3.0, (height, width, 1)).astype(np.float32)
     image: np.ndarray = np.clip(pixels, 0, 255).astype(np.uint8)
     return image
+
+
+def png_bytes(pixels: np.ndarray, trns: bytes | None = None) -> bytes:
+    """A PNG written with zlib alone (no filter): HWC uint8 or uint16, 1-4 channels."""
+    height, width, channels = pixels.shape
+    samples = pixels.astype(pixels.dtype.newbyteorder(">")).reshape(height, -1).view(np.uint8)
+    rows = np.concatenate([np.zeros((height, 1), np.uint8), samples], axis=1)
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+    return png_file(width, height, 8 * pixels.itemsize, colour_type, rows.tobytes(), trns)
+
+
+def png_file(
+    width: int, height: int, bits: int, colour_type: int, rows: bytes, trns: bytes | None = None
+) -> bytes:
+    """A PNG of already filtered `rows` (each one led by its filter byte)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, bits, colour_type, 0, 0, 0)
+    extra = chunk(b"tRNS", trns) if trns is not None else b""
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + extra
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
 
 
 def encode(pixels: np.ndarray, fmt: str = "JPEG", **params: object) -> bytes:

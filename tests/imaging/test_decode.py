@@ -1,9 +1,10 @@
-"""Decoding: libpng (when installed) and Pillow agree on PNGs, imperfect JPEGs decode, bad bytes
-raise DecodeError."""
+"""Decoding: libpng (when installed) and Pillow agree on PNGs (tRNS too), imperfect JPEGs decode,
+bad bytes raise DecodeError."""
 
 from __future__ import annotations
 
 import io
+import struct
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from PIL import Image
 
 from datago.imaging import decode
 from datago.imaging.decode import DecodeError, decode_image
-from tests.imaging.images import encode, photo_like
+from tests.imaging.images import encode, photo_like, png_bytes, png_file
 
 RGB = photo_like(48, 32)
 PNG_PIXELS = {
@@ -58,6 +59,39 @@ def test_png_decompression_bomb_is_refused(
 def test_jpeg_min_size_decodes_reduced() -> None:
     pixels, size = decode_image(encode(photo_like(400, 320)), min_size=(190, 150))
     assert size == (400, 320) and pixels.shape == (160, 200, 3)  # 1/2 covers 190x150
+
+
+GREY = photo_like(12, 8)[:, :, :1]
+TRNS_CASES = {  # name: (pixels, tRNS chunk body, key colour)
+    "grey 8": (GREY, struct.pack(">H", int(GREY[3, 4, 0])), GREY[3, 4]),
+    "RGB 8": (RGB[:8, :12], struct.pack(">3H", *RGB[2, 5]), RGB[2, 5]),
+    "grey 16": (GREY.astype(np.uint16) * 251, struct.pack(">H", int(GREY[0, 0, 0]) * 251), None),
+}
+
+
+@pytest.mark.parametrize("case", list(TRNS_CASES))
+def test_trns_becomes_alpha_on_both_paths(case: str, png_decoder: str) -> None:
+    pixels, trns, key = TRNS_CASES[case]
+    key = pixels[0, 0] if key is None else key
+    out, _ = decode_image(png_bytes(pixels, trns))
+    keyed = (pixels == key).all(axis=2)
+    assert 0 < keyed.sum() < keyed.size
+    opaque = np.iinfo(pixels.dtype).max
+    assert out.dtype == pixels.dtype and out.shape[2] == pixels.shape[2] + 1
+    assert np.array_equal(out[:, :, :-1], pixels)
+    assert np.array_equal(out[:, :, -1], np.where(keyed, 0, opaque))
+
+
+def test_trns_of_a_2_bit_grey_png_on_both_paths(png_decoder: str) -> None:
+    rows = bytes([0, 0b00011011])  # filter byte, then the 2-bit values 0, 1, 2, 3
+    out, _ = decode_image(png_file(4, 1, 2, 0, rows, trns=struct.pack(">H", 2)))
+    assert out.tolist() == [[[0, 255], [85, 255], [170, 0], [255, 255]]]
+
+
+def test_pillow_path_expands_trns_itself() -> None:
+    pixels, trns, key = TRNS_CASES["RGB 8"]
+    out, _ = decode.decode_with_pillow(png_bytes(pixels, trns))
+    assert out.shape[2] == 4 and (out[:, :, 3] == 0).sum() == (pixels == key).all(axis=2).sum()
 
 
 JPEG = encode(photo_like(64, 48), quality=90)
