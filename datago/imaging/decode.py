@@ -1,18 +1,22 @@
 """Bytes to pixels: simplejpeg for JPEG, libpng or Pillow for PNG, Pillow for the rest.
 
-All of them release the GIL. 8-bit PNGs go through libpng (`imagecodecs.png_decode`, ~1.7x
-Pillow's speed) when the optional `imagecodecs` is installed; pyspng is not used because it
-holds the GIL. Modes follow upstream (the image crate): a tRNS chunk becomes an alpha channel,
-GIF and palette images with transparency give RGBA, other palette images RGB, 16-bit
-greyscale stays 16-bit. JPEGs that simplejpeg refuses are retried with an end marker added
-when they lack one, then given to Pillow (which takes stray bytes before a marker, or
-padding after the data); a truncated file still fails both.
+All of them release the GIL. PNGs of 8 or 16 bits a sample go through libpng
+(`imagecodecs.png_decode`, ~1.7x Pillow's speed) when the optional `imagecodecs` is installed;
+pyspng is not used because it holds the GIL. Modes follow upstream (the image crate): 16-bit
+PNGs stay 16-bit, a tRNS chunk becomes an alpha channel, GIF and palette images with
+transparency give RGBA, other palette images RGB. Without imagecodecs, Pillow keeps 16 bits
+for grey only: 16-bit colour PNGs come out 8-bit (each sample's high byte), logged once.
+JPEGs that simplejpeg refuses are retried with an end marker added when they lack one, then
+given to Pillow (which takes stray bytes before a marker, or padding after the data); a
+truncated file still fails both.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import io
+import logging
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -24,11 +28,17 @@ from PIL import Image, ImageOps
 
 from datago.sample import PixelArray
 
+logger = logging.getLogger(__name__)
+
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _JPEG_END = b"\xff\xd9"  # EOI marker
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _GREY, _RGB, _GREY_ALPHA, _RGBA = 0, 2, 4, 6  # PNG colour types
-_LIBPNG_FORMATS = {(8, colour) for colour in (_GREY, _RGB, _GREY_ALPHA, _RGBA)}
+_LIBPNG_FORMATS = {
+    (bits, colour) for bits in (8, 16) for colour in (_GREY, _RGB, _GREY_ALPHA, _RGBA)
+}
+_PILLOW_8_BIT = {_RGB, _GREY_ALPHA, _RGBA}
+"""Colour types whose 16-bit samples Pillow cuts to 8 bits (it has no 16-bit colour modes)."""
 # Pillow modes kept as they are; every other mode is converted to the one given here.
 _KEPT_MODES = {"L", "LA", "RGB", "RGBA", "I;16"}
 _CONVERTED_MODES = {"1": "L", "La": "LA", "PA": "RGBA", "RGBa": "RGBA", "RGBX": "RGB"}
@@ -147,7 +157,7 @@ def decode_with_pillow(
             if img.format == "GIF":
                 image = image.convert("RGBA")
             png = _png_format(data)
-            array = _to_array(image) if png is None else _png_to_array(image, png[0])
+            array = _to_array(image) if png is None else _png_to_array(image, *png)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         if isinstance(exc, DecodeError):
             raise
@@ -155,8 +165,10 @@ def decode_with_pillow(
     return array, (array.shape[1], array.shape[0])
 
 
-def _png_to_array(img: Image.Image, bits: int) -> PixelArray:
-    """`_to_array` with the raw tRNS key of a 2 or 4-bit grey PNG scaled as Pillow does pixels."""
+def _png_to_array(img: Image.Image, bits: int, colour_type: int) -> PixelArray:
+    """`_to_array` with two Pillow PNG quirks handled: 16-bit colour, raw 2/4-bit tRNS keys."""
+    if bits == 16 and colour_type in _PILLOW_8_BIT:
+        return _cut_16_bit_colour(img, colour_type)
     return _to_array(img, key_scale=255 // (2**bits - 1) if bits in (2, 4) else 1)
 
 
@@ -184,6 +196,21 @@ def _expand_transparency(pixels: PixelArray, key: NDArray[Any]) -> PixelArray:
     keyed = np.all(pixels == key.reshape(-1), axis=2, keepdims=True)
     alpha = np.where(keyed, 0, np.iinfo(pixels.dtype).max).astype(pixels.dtype)
     return np.concatenate([pixels, alpha], axis=2)
+
+
+def _cut_16_bit_colour(img: Image.Image, colour_type: int) -> PixelArray:
+    """What Pillow makes of a 16-bit colour PNG: the high byte of each sample, tRNS lost."""
+    _warn_16_bit_colour_is_cut()
+    array = np.asarray(img)
+    return array[:, :, [0, 3]] if colour_type == _GREY_ALPHA else array  # Pillow gives RGBA
+
+
+@functools.cache
+def _warn_16_bit_colour_is_cut() -> None:
+    logger.warning(
+        "16-bit colour PNGs decode to 8 bits without imagecodecs; "
+        "pip install 'datago-py[fast-png]' to keep 16 bits"
+    )
 
 
 def _check_pixel_count(width: int, height: int) -> None:

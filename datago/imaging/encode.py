@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import io
 
 from PIL import Image
@@ -20,22 +21,27 @@ def encode_payload(
 ) -> ImagePayload:
     """Encode as `image_format` ("png" or "jpeg") into an upstream-shaped encoded payload.
 
-    PNG keeps every mode (L, LA, RGB, RGBA, 16-bit L). JPEG cannot hold alpha or 16 bits, where
-    upstream drops the sample: we convert instead (RGBA composited over grey 128, LA -> L,
-    16 bits -> 8), so `bit_depth` is then 8.
+    PNG keeps every mode, 8 or 16 bits (16-bit colour, which only imagecodecs decodes, is
+    written by it too). JPEG cannot hold alpha or 16 bits, where upstream drops the sample:
+    we convert instead (RGBA composited over grey 128, LA -> L, 16 bits -> 8), so
+    `bit_depth` is then 8.
     """
     if image_format == "jpeg":
         pixels = drop_alpha_for_jpeg(pixels)
     height, width, channels = pixels.shape
-    image = Image.fromarray(pixels[:, :, 0] if channels == 1 else pixels)
-    buffer = io.BytesIO()
-    if image_format == "jpeg":
-        image.save(buffer, "JPEG", quality=jpeg_quality)
-    else:
-        image.save(buffer, "PNG", compress_level=_PNG_FAST)
     bit_depth = 16 if pixels.dtype.itemsize == 2 else 8
+    if bit_depth == 16 and channels > 1:  # Pillow has no 16-bit colour modes
+        data = _png_16_bit_colour(pixels)
+    else:
+        image = Image.fromarray(pixels[:, :, 0] if channels == 1 else pixels)
+        buffer = io.BytesIO()
+        if image_format == "jpeg":
+            image.save(buffer, "JPEG", quality=jpeg_quality)
+        else:
+            image.save(buffer, "PNG", compress_level=_PNG_FAST)
+        data = buffer.getvalue()
     return ImagePayload(
-        data=buffer.getvalue(),
+        data=data,
         width=width,
         height=height,
         original_width=original_size[0],
@@ -44,3 +50,9 @@ def encode_payload(
         bit_depth=bit_depth,
         is_encoded=True,
     )
+
+
+def _png_16_bit_colour(pixels: PixelArray) -> bytes:
+    codecs = importlib.import_module("imagecodecs")
+    data: bytes = codecs.png_encode(pixels, level=_PNG_FAST)
+    return data

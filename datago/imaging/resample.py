@@ -29,18 +29,32 @@ class Resampler(Protocol):
 
 
 class PillowResampler:
-    """Pillow's Lanczos; LA/RGBA are resampled premultiplied, as upstream does."""
+    """Pillow's Lanczos; 8-bit LA/RGBA are resampled premultiplied, as upstream does.
+
+    Pillow holds 16 bits only as one-channel I;16, so 16-bit images are resampled a channel
+    at a time: alpha is not premultiplied, as in upstream's 16-bit path (image's resize).
+    """
 
     name = "pillow"
 
     def resample(self, pixels: PixelArray, size: tuple[int, int], box: Box) -> PixelArray:
-        image = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
-        resized: PixelArray = np.array(image.resize(size, Image.Resampling.LANCZOS, box=box))
+        if pixels.dtype == np.uint16:
+            planes = [_resize(pixels[:, :, c], size, box) for c in range(pixels.shape[2])]
+            return cast(PixelArray, np.stack(planes, axis=2))
+        resized = _resize(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels, size, box)
         return resized[:, :, None] if resized.ndim == 2 else resized
 
 
+def _resize(pixels: PixelArray, size: tuple[int, int], box: Box) -> PixelArray:
+    image = Image.fromarray(np.ascontiguousarray(pixels))
+    return np.array(image.resize(size, Image.Resampling.LANCZOS, box=box))
+
+
 class FastResampler:
-    """fast_image_resize through `cykooz-resizer` (AVX2/SSE4.1), one resizer per thread."""
+    """fast_image_resize through `cykooz-resizer` (AVX2/SSE4.1), one resizer per thread.
+
+    8-bit LA/RGBA are resampled premultiplied, 16-bit ones not, as `PillowResampler`.
+    """
 
     name = "fast_image_resize"
 
@@ -53,6 +67,9 @@ class FastResampler:
             (np.dtype(np.uint8), 3): lib.PixelType.U8x3,
             (np.dtype(np.uint8), 4): lib.PixelType.U8x4,
             (np.dtype(np.uint16), 1): lib.PixelType.U16,
+            (np.dtype(np.uint16), 2): lib.PixelType.U16x2,
+            (np.dtype(np.uint16), 3): lib.PixelType.U16x3,
+            (np.dtype(np.uint16), 4): lib.PixelType.U16x4,
         }
         self._algorithm = lib.ResizeAlg.convolution(lib.FilterType.lanczos3)
         self._local = threading.local()
@@ -67,7 +84,8 @@ class FastResampler:
         options = lib.ResizeOptions(
             self._algorithm,
             crop_box=lib.CropBox(left, top, right - left, bottom - top),
-            use_alpha=channels in (2, 4),  # premultiplied, as upstream's mul_div_alpha
+            # premultiplied as upstream's mul_div_alpha for 8 bits; its 16-bit path is not
+            use_alpha=channels in (2, 4) and pixels.dtype == np.uint8,
         )
         self._resizer().resize(source, target, options)
         flat = np.frombuffer(bytearray(target.get_buffer()), dtype=pixels.dtype)

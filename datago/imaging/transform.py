@@ -68,10 +68,13 @@ def _decode_scale(original: int, decoded: int) -> float:
 
 
 def to_rgb8(pixels: PixelArray) -> PixelArray:
-    """Upstream's `convert_to_rgb8`: RGBA over grey 128, LA drops alpha, 16 bits -> (v+128)//257."""
+    """Upstream's `convert_to_rgb8`: 16 bits -> (v+128)//257, RGBA8 over grey 128; LA8, LA16
+    and RGBA16 just drop their alpha."""
     channels = pixels.shape[2]
     if pixels.dtype == np.uint16:
-        pixels = ((pixels.astype(np.uint32) + 128) // 257).astype(np.uint8)
+        pixels = _to_8_bit(pixels)
+        if channels == 4:
+            return cast(PixelArray, np.ascontiguousarray(pixels[:, :, :3]))
     if channels == 4:
         return composite_over_grey(pixels)
     if channels == 3:
@@ -94,10 +97,15 @@ def composite_over_grey(rgba: PixelArray) -> PixelArray:
 def drop_alpha_for_jpeg(pixels: PixelArray) -> PixelArray:
     """What JPEG can hold: RGBA composited over grey, LA -> L, 16 bits -> 8 (upstream drops)."""
     if pixels.dtype == np.uint16:
-        pixels = ((pixels.astype(np.uint32) + 128) // 257).astype(np.uint8)
+        pixels = _to_8_bit(pixels)
     channels = pixels.shape[2]
     if channels == 4:
         return composite_over_grey(pixels)
     if channels == 2:
         return pixels[:, :, :1]
     return pixels
+
+
+def _to_8_bit(pixels: PixelArray) -> PixelArray:
+    """16-bit samples to 8 as the image crate rounds them: (v + 128) // 257."""
+    return ((pixels.astype(np.uint32) + 128) // 257).astype(np.uint8)

@@ -1,9 +1,10 @@
-"""Decoding: libpng (when installed) and Pillow agree on PNGs (tRNS too), imperfect JPEGs decode,
-bad bytes raise DecodeError."""
+"""Decoding: libpng and Pillow agree on PNGs (tRNS too), 16 bits kept, imperfect JPEGs decode."""
 
 from __future__ import annotations
 
+import importlib
 import io
+import logging
 import struct
 
 import numpy as np
@@ -59,6 +60,46 @@ def test_png_decompression_bomb_is_refused(
 def test_jpeg_min_size_decodes_reduced() -> None:
     pixels, size = decode_image(encode(photo_like(400, 320)), min_size=(190, 150))
     assert size == (400, 320) and pixels.shape == (160, 200, 3)  # 1/2 covers 190x150
+
+
+def _random_16_bit(channels: int) -> np.ndarray:
+    rng = np.random.default_rng(channels)
+    pixels = rng.integers(0, 65535, (9, 11, channels), dtype=np.uint16, endpoint=True)
+    pixels[0, :5, 0] = [255, 1000, 32767, 32768, 65535]  # datago.md §2.5.3's probe values
+    return pixels
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+@pytest.mark.parametrize("writer", ["zlib", "imagecodecs"])
+def test_16_bit_pngs_keep_16_bits_with_libpng(channels: int, writer: str) -> None:
+    if decode.fast_png_decode is None:
+        pytest.skip("imagecodecs is not installed")
+    pixels = _random_16_bit(channels)
+    if writer == "zlib":
+        data = png_bytes(pixels)
+    else:
+        data = importlib.import_module("imagecodecs").png_encode(
+            np.squeeze(pixels, 2) if channels == 1 else pixels
+        )
+    assert (data[24], data[25]) == (16, {1: 0, 2: 4, 3: 2, 4: 6}[channels])
+    out, size = decode_image(data)
+    assert size == (11, 9) and out.dtype == np.uint16 and out.shape == (9, 11, channels)
+    assert np.array_equal(out, pixels)
+
+
+@pytest.mark.parametrize("channels", [2, 3, 4])
+def test_16_bit_colour_without_imagecodecs_keeps_the_high_byte(
+    channels: int, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(decode, "fast_png_decode", None)
+    decode._warn_16_bit_colour_is_cut.cache_clear()
+    pixels = _random_16_bit(channels)
+    with caplog.at_level(logging.WARNING, logger="datago"):
+        out, _ = decode_image(png_bytes(pixels))
+        decode_image(png_bytes(pixels))
+    assert out.dtype == np.uint8 and out.shape == (9, 11, channels)  # LA16 stays 2 channels
+    assert np.array_equal(out, pixels >> 8)
+    assert caplog.text.count("16-bit colour PNGs decode to 8 bits") == 1
 
 
 GREY = photo_like(12, 8)[:, :, :1]

@@ -76,3 +76,15 @@ def test_processor_pre_encodes_the_bucket() -> None:
     payload, bucket = ImageProcessor(config).process(encode(photo_like(400, 300)), StageTimes())
     assert payload.is_encoded and payload.size == bucket == (256, 192)
     assert payload.to_pil().size == (256, 192)
+
+
+@pytest.mark.parametrize("channels", [2, 3, 4])
+def test_16_bit_colour_png_round_trip_keeps_16_bits(channels: int) -> None:
+    codecs = pytest.importorskip("imagecodecs")
+    rgba = np.dstack([RGB, RGB[:, :, :1]]).astype(np.uint16) * 257 + 3  # low bytes are not 0
+    pixels = np.ascontiguousarray(rgba[:, :, 4 - channels :])
+    payload = encode_payload(pixels, (40, 30), "png", 92)
+    assert payload.is_encoded and payload.bit_depth == 16
+    data = payload.data
+    assert isinstance(data, bytes) and (data[24], data[25]) == (16, {2: 4, 3: 2, 4: 6}[channels])
+    assert np.array_equal(codecs.png_decode(data), pixels)

@@ -12,12 +12,13 @@ import simplejpeg
 from PIL import Image
 
 from datago.config import ImageConfig
+from datago.imaging import decode
 from datago.imaging.buckets import BucketTable
 from datago.imaging.decode import DecodeError
 from datago.imaging.process import ImageProcessor
 from datago.imaging.resample import Resampler
 from datago.stats import StageTimes
-from tests.imaging.images import encode, photo_like, reference_bucket_resize
+from tests.imaging.images import encode, photo_like, png_bytes, reference_bucket_resize
 from tests.imaging.test_decode import IMPERFECT_JPEGS, JPEG
 from tests.imaging.test_transform import assert_close
 
@@ -171,6 +172,34 @@ def test_no_config_passes_pixels_through() -> None:
     pixels = photo_like(33, 21)
     out = run(ImageProcessor(None), encode(pixels, "PNG"))
     assert np.array_equal(out, pixels)
+
+
+@pytest.mark.parametrize("channels", [2, 3, 4])
+def test_16_bit_colour_png_is_bucketed_at_16_bits_and_rgb8_as_upstream(
+    channels: int, resampler: Resampler
+) -> None:
+    if decode.fast_png_decode is None:
+        pytest.skip("imagecodecs is not installed")
+    probe = np.array([255, 1000, 32767, 32768, 65535], np.uint16)  # -> 1, 4, 127, 128, 255
+    pixels = np.broadcast_to(probe.repeat(40)[None, :, None], (150, 200, channels)).copy()
+    if channels in (2, 4):
+        pixels[:, :, -1] = 32768  # half alpha: dropped by rgb8, not composited over grey
+    data = png_bytes(pixels)
+    processor = ImageProcessor(BUCKETS_224, resampler=resampler)
+    raw, bucket = processor.process(data, StageTimes())
+    assert bucket == (256, 192) and raw.size == bucket
+    assert (raw.channels, raw.bit_depth) == (channels, 16)
+    assert raw.to_numpy().dtype == np.uint16
+    rgb_config = dataclasses.replace(BUCKETS_224, image_to_rgb8=True)
+    rgb, _ = ImageProcessor(rgb_config, resampler=resampler).process(data, StageTimes())
+    assert (rgb.channels, rgb.bit_depth) == (3, 8)
+    row = rgb.to_numpy()[96]  # bands of 40 px, scaled 1.28x: their centres are far from edges
+    assert row[[25, 77, 128, 179, 230]].tolist() == [[v] * 3 for v in (1, 4, 127, 128, 255)]
+    if channels == 3:
+        encoded = dataclasses.replace(BUCKETS_224, pre_encode_images=True)
+        payload, _ = ImageProcessor(encoded, resampler=resampler).process(data, StageTimes())
+        assert payload.is_encoded and payload.bit_depth == 16
+        assert bytes(payload.data[24:26]) == bytes([16, 2])
 
 
 @pytest.mark.parametrize("case", list(IMPERFECT_JPEGS))

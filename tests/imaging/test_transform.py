@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from datago.imaging.resample import Resampler
 from datago.imaging.transform import (
@@ -135,3 +136,31 @@ def test_semi_transparent_rgba_is_resampled_premultiplied(resampler: Resampler) 
     assert np.abs(out[:, :, 3] - ref[:, :, 3]).max() <= 2
     visible = ref[:, :, 3] > 64  # colour of nearly transparent pixels carries little weight
     assert np.abs(out[:, :, :3] - ref[:, :, :3])[visible].mean() <= MAX_MEAN_ERROR
+
+
+@pytest.mark.parametrize("channels", [2, 3, 4])
+def test_16_bit_colour_and_alpha_resize_per_channel(channels: int, resampler: Resampler) -> None:
+    base = photo_like(150, 100, seed=channels).astype(np.uint16) * 257
+    alpha = np.tile(np.linspace(0, 65535, 150), (100, 1)).astype(np.uint16)[:, :, None]
+    pixels = np.ascontiguousarray(np.dstack([base, alpha])[:, :, 4 - channels :])
+    out = crop_and_resize(pixels, (150, 100), (64, 48), resampler)
+    assert out.shape == (48, 64, channels) and out.dtype == np.uint16
+    box = crop_box((150, 100), (64, 48), integer_offsets=True)
+    for c in range(channels):  # alpha is not premultiplied, as upstream's 16-bit path
+        plane = Image.fromarray(pixels[:, :, c].astype(np.float32), "F")
+        ref = np.asarray(plane.resize((64, 48), Image.Resampling.LANCZOS, box=box))
+        assert np.abs(out[:, :, c] - np.clip(ref, 0, 65535)).max() <= 160  # 0.25 %
+
+
+def test_rgb8_of_16_bit_colour_rounds_and_drops_alpha() -> None:
+    values = np.array([255, 1000, 32767, 32768, 65535], np.uint16)
+    rgb16 = np.stack([values, values[::-1], values], axis=1)[None]
+    assert to_rgb8(rgb16).tolist() == [
+        [[1, 255, 1], [4, 128, 4], [127, 127, 127], [128, 4, 128], [255, 1, 255]]
+    ]
+    half_alpha = np.full((1, 5, 1), 32768, np.uint16)  # not composited over grey, as RGBA8
+    rgba16 = np.concatenate([rgb16, half_alpha], axis=2)
+    assert to_rgb8(rgba16).tolist() == to_rgb8(rgb16).tolist()
+    la16 = np.concatenate([values[None, :, None], half_alpha], axis=2)
+    assert to_rgb8(la16)[0, :, 0].tolist() == [1, 4, 127, 128, 255]
+    assert to_rgb8(la16).shape == (1, 5, 3)
