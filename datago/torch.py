@@ -19,6 +19,7 @@ short of good samples (bad ones are skipped) leaves the rank short, no other wor
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, get_args
@@ -38,6 +39,8 @@ from datago.torch_batching import ShapeBatcher
 
 __all__ = ["DatagoIterDataset"]
 
+logger = logging.getLogger(__name__)
+
 Layout = Literal["chw", "hwc", "channels_last"]
 _DTYPES = {np.dtype(np.uint8): torch.uint8, np.dtype(np.uint16): torch.uint16}
 
@@ -50,7 +53,8 @@ class DatagoIterDataset(IterableDataset[Any]):
         return_python_types: yield upstream's `get_sample_auto_convert` dicts (PIL images;
             `attributes` holds JSON values, not upstream's JSON text of each value).
         batch_size: yield batches of this many samples of one image shape (see below).
-        drop_last: with `batch_size`, drop partial batches instead of yielding them.
+        drop_last: with `batch_size`, drop partial batches instead of yielding them (the
+            count is logged at INFO at the end of each pass).
         tensors: without `batch_size`, yield one dict per sample with tensor images.
         layout: tensor images as "chw" (default), "hwc", or "channels_last": CHW-shaped
             views of HWC memory (torch's channels_last format), no transpose copy;
@@ -185,6 +189,8 @@ class DatagoIterDataset(IterableDataset[Any]):
                 yield self._collate(batch, batched=True)
         for batch in batcher.flush():
             yield self._collate(batch, batched=True)
+        if batcher.dropped:
+            logger.info("drop_last: %d samples of partial batches dropped", batcher.dropped)
 
     def _collate(
         self, items: Sequence[tuple[Sample, PixelArray]], batched: bool = False

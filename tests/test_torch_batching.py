@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -100,13 +101,16 @@ def test_batches_hold_one_shape_with_the_file_pixels(
         assert sizes == [2, 3, 3, 3, 4, 4, 4]  # 7, 7, 6 RGB and 3 gray
 
 
-def test_drop_last_yields_only_full_batches(
-    sized_dir: tuple[Path, dict[str, tuple[int, int, int]]],
+def test_drop_last_yields_only_full_batches_and_logs_the_dropped_count(
+    sized_dir: tuple[Path, dict[str, tuple[int, int, int]]], caplog: pytest.LogCaptureFixture
 ) -> None:
     root, shapes = sized_dir
+    caplog.set_level(logging.INFO, logger="datago.torch")
     dataset = DatagoIterDataset(file_config(root), batch_size=4, drop_last=True)
     batches = batches_of(dataset)
     assert [len(batch["id"]) for batch in batches] == [4, 4, 4]
+    dropped = [r.getMessage() for r in caplog.records if r.name == "datago.torch"]
+    assert dropped == ["drop_last: 11 samples of partial batches dropped"]  # 23 - 12
     per_shape = Counter(shapes[batch["id"][0]] for batch in batches)
     assert per_shape == Counter((h, w, 3) for w, h in SIZES)
 
