@@ -1,4 +1,4 @@
-"""Deterministic photo-like test images, and a hand-written PNG encoder."""
+"""Deterministic test images (photo-like, edge-heavy) and a hand-written PNG encoder."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import struct
 import zlib
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 
 def photo_like(width: int, height: int, seed: int = 0) -> np.ndarray:
@@ -32,6 +32,21 @@ def photo_like(width: int, height: int, seed: int = 0) -> np.ndarray:
     pixels += rng.normal(0, 3.0, (height, width, 1)).astype(np.float32)
     image: np.ndarray = np.clip(pixels, 0, 255).astype(np.uint8)
     return image
+
+
+def line_art(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """An (H, W, 3) uint8 image of hard edges: flat rectangles crossed by 1-3 px black lines."""
+    rng = np.random.default_rng(seed)
+    image = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    for _ in range(60):
+        x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
+        w, h = int(rng.integers(5, width // 3)), int(rng.integers(5, height // 3))
+        draw.rectangle((x, y, x + w, y + h), fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
+    for _ in range(80):
+        ends = [(int(rng.integers(0, width)), int(rng.integers(0, height))) for _ in range(2)]
+        draw.line(ends, fill=(0, 0, 0), width=int(rng.integers(1, 4)))
+    return np.asarray(image)
 
 
 def png_bytes(pixels: np.ndarray, trns: bytes | None = None) -> bytes:
