@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from aiohttp import web
 from PIL import Image
 
 from datago import DatagoClient
 from tests.sources.test_webdataset import png, sample_members, write_shards, write_tar
-from tests.sources.test_webdataset_http import ShardServer, serving, shard_files
+from tests.sources.test_webdataset_http import (
+    ShardServer,
+    serving,
+    serving_in_thread,
+    shard_files,
+)
 
 
 def pixels(data: bytes) -> np.ndarray:
@@ -65,3 +72,39 @@ async def test_client_over_http(tmp_path: Path) -> None:
         # The sync client blocks: it runs in a thread while this loop serves the shards.
         ids = await asyncio.wait_for(asyncio.to_thread(consume), 30)
     assert sorted(ids) == keys
+
+
+@dataclass
+class OverlapServer:
+    """Serves `files` after a pause, recording the most requests it had in flight at once."""
+
+    files: dict[str, bytes]
+    in_flight: int = 0
+    most: int = 0
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            await asyncio.sleep(0.5)  # every slot starts its first shard meanwhile
+            return web.Response(body=self.files[request.match_info["name"]])
+        finally:
+            self.in_flight -= 1
+
+
+def test_concurrent_downloads_0_means_8_slots_end_to_end(tmp_path: Path) -> None:
+    files, keys = shard_files(tmp_path, 10, 3)
+    server = OverlapServer(files)
+    with serving_in_thread(server) as base:
+        config = {
+            "source_type": "webdataset",
+            "source_config": {"url": base + "shard-{000..009}.tar", "concurrent_downloads": 0},
+        }
+        with DatagoClient(config) as client:
+            ids = [sample.id for sample in client]
+            stats = client.stats
+    assert server.most == 8
+    # slot j streams shards j and j + 8; samples come round-robin over the 8 slots
+    slots = [[k for s in (j, j + 8) if s < 10 for k in keys[3 * s : 3 * s + 3]] for j in range(8)]
+    assert ids == [slot[i] for i in range(6) for slot in slots if i < len(slot)]
+    assert (stats.samples, stats.skipped, stats.source_errors) == (30, 0, 0)

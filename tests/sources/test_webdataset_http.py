@@ -41,6 +41,8 @@ class ShardServer:
     """Answer every faulty request with this status."""
     fail_first: int = 0
     """Answer the first N requests of each faulty path with 500."""
+    fail_resumed: int = 0
+    """Answer the first N requests with a Range header of each faulty path with 500."""
     cut_at: int | None = None
     """Drop the connection after this many body bytes, once per faulty path."""
     stall_at: int | None = None
@@ -68,6 +70,9 @@ class ShardServer:
             return web.Response(status=self.status)
         if faulty and attempt <= self.fail_first:
             return web.Response(status=500)
+        resumed = [asked for path, asked, _ in self.requests if path == name and asked]
+        if faulty and request.headers.get("Range") and len(resumed) <= self.fail_resumed:
+            return web.Response(status=503)
         if name not in self.files:
             return web.Response(status=404)
         data = self.files[name]
@@ -267,6 +272,45 @@ async def test_connection_cut_mid_shard_resumes_without_duplicates(
     resumed = [asked for path, asked, _ in server.requests if asked]
     assert resumed == [f"bytes={cut}-"] * 2
     assert (stats.skipped, stats.source_errors) == (0, 0)
+
+
+@pytest.mark.parametrize("ranges", [True, False])
+async def test_a_server_error_to_a_resumed_request_is_retried_without_duplicates(
+    tmp_path: Path, ranges: bool
+) -> None:
+    files, keys = shard_files(tmp_path, 2, 8)
+    cut = len(files["shard-001.tar"]) // 3
+    server = ShardServer(files, ranges=ranges, faulty={"shard-001.tar"}, cut_at=cut, fail_resumed=1)
+    async with serving(server) as base:
+        samples, stats = await collect(config(base + "shard-{000..001}.tar"), retries=3)
+    local, _ = await collect(config(str(tmp_path / "shard-{000..001}.tar")))
+    assert [s.id for s in samples] == keys
+    assert [(s.id, s.image, s.attributes) for s in samples] == [
+        (s.id, s.image, s.attributes) for s in local
+    ]
+    asked = [asked for path, asked, _ in server.requests if path == "shard-001.tar"]
+    assert asked == [None, f"bytes={cut}-", f"bytes={cut}-"]  # cut, 503, then resumed
+    assert (stats.skipped, stats.source_errors) == (0, 0)
+
+
+@pytest.mark.parametrize(("shards", "world_size"), [(6, 3), (2, 4)])
+async def test_each_rank_requests_only_its_own_shards(
+    tmp_path: Path, shards: int, world_size: int
+) -> None:
+    files, keys = shard_files(tmp_path, shards, 4)
+    names = sorted(files)
+    seen: list[str] = []
+    async with serving(server := ShardServer(files)) as base:
+        for rank in range(world_size):
+            server.requests.clear()
+            pattern = base + f"shard-{{000..{shards - 1:03d}}}.tar"
+            source = config(pattern, rank=rank, world_size=world_size)
+            samples, _ = await collect(source)
+            seen += [s.id for s in samples]
+            # every n-th shard, or with fewer shards than ranks, the one shard it shares
+            mine = names[rank::world_size] if shards >= world_size else [names[rank % shards]]
+            assert per_path(server) == dict.fromkeys(mine, 1), rank
+    assert sorted(seen) == keys
 
 
 async def test_stalled_download_times_out_and_resumes(tmp_path: Path) -> None:
