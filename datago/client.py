@@ -11,7 +11,7 @@ from typing import Any
 
 from datago.config import ClientConfig, FileSourceConfig, WebDatasetSourceConfig
 from datago.engine import Cursor, Pass, start_pass
-from datago.errors import ClientClosedError, DatagoError, LoaderError
+from datago.errors import ClientClosedError, ConfigError, DatagoError, LoaderError
 from datago.sample import Sample
 from datago.sink import END, Delivery, Failed, Item
 from datago.sources.base import Partition
@@ -55,6 +55,7 @@ class DatagoClient:
         self._lock = threading.Lock()
         self._pass: Pass | None = None
         self._finished = True  # no pass running: get_sample() starts one only if none ran yet
+        self._completed = False  # the last pass delivered everything: state_dict() says next
         self._cursor = Cursor(epoch=-1)  # where the consumer stands in the current pass
         self._resume: Cursor | None = None  # set by load_state_dict for the next start()
         self._closed = False
@@ -73,7 +74,7 @@ class DatagoClient:
             self._cursor = self._resume or Cursor(epoch=self._cursor.epoch + 1)
             self._resume = None
             self._pass = start_pass(self.config, self._stats, self._cursor, self._workers)
-            self._finished = False
+            self._finished = self._completed = False
             # Closes the pass when the client is garbage-collected; holds no reference to it.
             self._finalizer = weakref.finalize(self, self._pass.close)
             self._finalizer.atexit = False  # at exit the engine closes every pass in 1 s
@@ -126,7 +127,7 @@ class DatagoClient:
                 item = current.sink.get(timeout)
         except Exception as exc:  # queue.Empty
             raise TimeoutError(f"no sample within {timeout}s") from exc
-        return self._unwrap(item)
+        return self._unwrap(current, item)
 
     async def aget_sample(self) -> Sample | None:
         """`get_sample` for asyncio code: awaits without blocking the caller's loop."""
@@ -135,7 +136,7 @@ class DatagoClient:
             return None
         with self._stats.waiting():
             item = await current.sink.aget()
-        return self._unwrap(item)
+        return self._unwrap(current, item)
 
     def __iter__(self) -> Iterator[Sample]:
         """Iterate one pass; a loop started after the end begins a new pass."""
@@ -170,11 +171,23 @@ class DatagoClient:
 
         `load_state_dict` on a client with the same config (in this process or another)
         continues with exactly the samples not delivered yet. The order is reproducible
-        because the shuffle seed is part of the state.
+        because the shuffle seed is part of the state. A pass stopped or closed before its
+        end keeps its place; one that reached its end resumes at the next pass.
+
+        Raises:
+            ConfigError: random sampling split over ranks or torch workers without
+                `source_config.seed`: that order cannot be replayed.
         """
+        source = self.config.source_config
+        if getattr(source, "random_sampling", False) and _seed_of(self.config) is None:
+            raise ConfigError(
+                "state_dict() needs source_config.seed: with random_sampling split over "
+                "ranks or torch workers, an unseeded shuffle cannot be replayed on resume; "
+                "set the same seed on every rank"
+            )
         with self._lock:
-            cursor = self._cursor
-            if self._finished and self._pass is not None:
+            cursor = self._resume or self._cursor
+            if self._resume is None and self._completed:
                 cursor = Cursor(epoch=cursor.epoch + 1)  # the next start() begins a new pass
             return {
                 "epoch": max(cursor.epoch, 0),
@@ -194,13 +207,19 @@ class DatagoClient:
             self._pass = None
             self._resume = Cursor(epoch, position, delivered)
 
-    def _unwrap(self, item: Item) -> Sample | None:
+    def _unwrap(self, current: Pass, item: Item) -> Sample | None:
         if isinstance(item, Delivery):
             self._stats.delivered()
-            cursor = self._cursor
-            self._cursor = Cursor(cursor.epoch, item.resume_at, cursor.delivered + 1)
+            with self._lock:
+                if current is self._pass:  # not a sample of a pass stopped since
+                    cursor = self._cursor
+                    position = max(cursor.position, item.resume_at)  # consumers race here
+                    self._cursor = Cursor(cursor.epoch, position, cursor.delivered + 1)
             return item.sample
-        self._finished = True
+        with self._lock:
+            if current is self._pass:
+                self._finished = True
+                self._completed = item is END
         if isinstance(item, Failed):
             error = item.error
             if isinstance(error, DatagoError):

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from datago import DatagoClient
+import datago.client
+from datago import ConfigError, DatagoClient
+from datago.engine import Cursor
+from datago.sources.base import Partition
 from tests.conftest import file_config, write_images
 
 
@@ -77,3 +82,113 @@ def test_resume_in_a_later_pass_uses_that_pass_order(tmp_path: Path) -> None:
     assert state["epoch"] == 1
     assert sorted(second_head + second_rest) == sorted(first_pass)
     assert second_head + second_rest != first_pass
+
+
+SEEDED = [{}, {"random_sampling": True, "seed": 3}]
+
+
+@pytest.mark.parametrize("sampling", SEEDED)
+def test_state_dict_right_after_load_is_the_loaded_state(
+    tmp_path: Path, sampling: dict[str, object]
+) -> None:
+    write_images(tmp_path, 12)
+    config = file_config(tmp_path, **sampling)
+    with DatagoClient(config) as client:
+        full = ids_of(client)
+    with DatagoClient(config) as client:
+        head = ids_of(client, 4)
+        saved = client.state_dict()
+    with DatagoClient(config) as client:
+        client.load_state_dict(saved)
+        assert client.state_dict() == saved
+        rest = ids_of(client)
+    seed = sampling.get("seed", saved["seed"])  # unseeded: the client picked one
+    assert saved == {"epoch": 0, "position": 4, "delivered": 4, "seed": seed}
+    assert head + rest == full
+
+
+@pytest.mark.parametrize("sampling", SEEDED)
+@pytest.mark.parametrize("how", ["stop", "close", "with", "interrupt"])
+def test_stopping_mid_pass_keeps_the_cursor(
+    tmp_path: Path, how: str, sampling: dict[str, object]
+) -> None:
+    write_images(tmp_path, 12)
+    config = file_config(tmp_path, samples_buffer_size=2, **sampling)
+    with DatagoClient(config) as client:
+        full = ids_of(client)
+    client = DatagoClient(config)
+    try:
+        with client:
+            head = ids_of(client, 5)
+            if how == "interrupt":
+                raise KeyboardInterrupt
+            if how != "with":
+                client.stop() if how == "stop" else client.close()
+    except KeyboardInterrupt:
+        assert how == "interrupt"
+    saved = client.state_dict()
+    with DatagoClient(config) as resumed:
+        resumed.load_state_dict(saved)
+        rest = ids_of(resumed)
+    assert (saved["epoch"], saved["position"], saved["delivered"]) == (0, 5, 5)
+    assert head + rest == full
+    assert len(full) == 12
+
+
+@pytest.mark.parametrize(
+    ("world_size", "workers"), [(2, Partition()), (0, Partition(1, 2)), (3, Partition(0, 2))]
+)
+def test_a_split_random_reader_without_a_seed_cannot_save_its_state(
+    tmp_path: Path, world_size: int, workers: Partition
+) -> None:
+    write_images(tmp_path, 8)
+    config = file_config(tmp_path, random_sampling=True, world_size=world_size)
+    with DatagoClient(config, workers=workers) as client:
+        assert client.get_sample() is not None
+        with pytest.raises(ConfigError, match=r"source_config\.seed"):
+            client.state_dict()
+    seeded = file_config(tmp_path, random_sampling=True, world_size=world_size, seed=9)
+    with DatagoClient(seeded, workers=workers) as client:
+        head = ids_of(client, 1)
+        saved = client.state_dict()
+        rest = ids_of(client)
+    with DatagoClient(seeded, workers=workers) as client:
+        client.load_state_dict(saved)
+        assert head + ids_of(client) == head + rest
+    assert saved["seed"] == 9
+
+
+def test_concurrent_consumers_never_move_the_cursor_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_images(tmp_path, 60)
+    per_thread, threads = 10, 4
+
+    def slow_cursor(*args: int, **kwargs: int) -> Cursor:
+        time.sleep(0.002)  # another consumer gets in while one moves the cursor
+        return Cursor(*args, **kwargs)
+
+    monkeypatch.setattr(datago.client, "Cursor", slow_cursor)
+    with DatagoClient(file_config(tmp_path, samples_buffer_size=8)) as client:
+        client.start()
+        seen: list[list[int]] = []
+
+        def read() -> None:
+            positions = []
+            for _ in range(per_thread):
+                assert client.get_sample() is not None
+                positions.append(int(client.state_dict()["position"] or 0))
+            seen.append(positions)
+
+        readers = [threading.Thread(target=read) for _ in range(threads)]
+        for reader in readers:
+            reader.start()
+        for reader in readers:
+            reader.join(10)
+        state = client.state_dict()
+        rest = ids_of(client)
+    taken = threads * per_thread
+    assert (state["position"], state["delivered"]) == (taken, taken)
+    assert len(rest) == 60 - taken
+    assert len(seen) == threads
+    assert all(positions == sorted(positions) for positions in seen)
