@@ -78,6 +78,38 @@ def test_catalogue_ids_sources_and_sidecars(folder: Path) -> None:
     assert items["c.jpg"].attributes == {"width": 64, "height": 64}
 
 
+async def test_sidecar_fields_of_a_wrong_type_are_left_out_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sidecars: dict[str, Any] = {
+        "nulls": {"tags": None, "duplicate_state": None, "coca_embedding": None, "score": 1},
+        "wrong": {"tags": "hq", "duplicate_state": "2", "coca_embedding": "bad", "score": 2},
+        "lists": {"tags": ["hq", 3], "duplicate_state": 3, "coca_embedding": [1, True]},
+        "good": {"tags": ["hq"], "duplicate_state": 2, "coca_embedding": [1, 0.5]},
+    }
+    for seed, (name, data) in enumerate(sidecars.items()):
+        (tmp_path / f"{name}.jpg").write_bytes(encode(photo(8, 6, seed=seed)))
+        (tmp_path / f"{name}.json").write_text(json.dumps(data))
+    items = {item.id: item for item in scan_folder(tmp_path)}
+    assert list(items) == ["good.jpg", "lists.jpg", "nulls.jpg", "wrong.jpg"]
+    fields = [(i.tags, i.duplicate_state, i.coca_embedding) for i in items.values()]
+    assert fields == [(["hq"], 2, [1.0, 0.5])] + [([], None, None)] * 3
+    assert items["wrong.jpg"].attributes == {"width": 8, "height": 6, "score": 2}
+    assert items["nulls.jpg"].attributes == {"width": 8, "height": 6, "score": 1}
+    left_out = sorted(r.getMessage() for r in caplog.records if "field left out" in r.message)
+    assert len(left_out) == 6
+    assert left_out[0].endswith(
+        "lists.json: coca_embedding must be a list of numbers, got [1, True]"
+    )
+    assert left_out[-1].endswith("wrong.json: tags must be a list of strings, got 'hq'")
+    app = make_app(tmp_path)  # no crash at startup
+    async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
+        body = await get(test_client, "/api/images/", fields="tags,coca_embedding")
+    assert [item["tags"] for item in body["results"]] == [["hq"], [], [], []]
+    assert body["results"][0]["coca_embedding"] == {"vector": [1.0, 0.5], "author": "local"}
+    assert [item["coca_embedding"] for item in body["results"][1:]] == [None] * 3
+
+
 async def test_cursor_pages_end_with_an_empty_page(
     client: TestClient[Any, Any], folder: Path
 ) -> None:

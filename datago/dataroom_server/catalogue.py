@@ -2,8 +2,9 @@
 
 An item's id is the image's POSIX path relative to the root; its source is the first
 directory of that path ("local" for a file at the top). Files beside `<stem>.<ext>`:
-- `<stem>.json`, an object: `tags`, `duplicate_state` and `coca_embedding` (a list of
-  numbers) are item fields, every other key an attribute;
+- `<stem>.json`, an object: `tags` (a list of strings), `duplicate_state` (1 or 2) and
+  `coca_embedding` (a list of numbers) are item fields, every other key an attribute; a
+  null field keeps its default, one of another type is left out with a warning;
 - `<stem>.txt`: the `caption` attribute;
 - `<stem>.<latent_type>.<ext>`: a latent file of that type, a mask when the type contains
   "mask" (`cat.mask.png`, `cat.image_depth.png`, `cat.latent_vae.npy`).
@@ -15,6 +16,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import reprlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,26 @@ from PIL import Image
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"})
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+_ITEM_FIELDS: dict[str, tuple[str, Callable[[Any], bool], Callable[[Any], Any]]] = {
+    "tags": (
+        "a list of strings",
+        lambda value: isinstance(value, list) and all(isinstance(tag, str) for tag in value),
+        list,
+    ),
+    "duplicate_state": ("1 or 2", lambda value: _is_number(value) and value in (1, 2), int),
+    "coca_embedding": (
+        "a list of numbers",
+        lambda value: isinstance(value, list) and all(_is_number(x) for x in value),
+        lambda value: [float(x) for x in value],
+    ),
+}
+"""Sidecar keys that are item fields: (the shape wanted, its check, the value kept)."""
 
 
 @dataclass(slots=True)
@@ -113,9 +136,20 @@ def _attach(item: Item, kind: str, path: Path, rel: str) -> None:
         data = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
-        item.tags = list(data.pop("tags", item.tags))
-        item.duplicate_state = data.pop("duplicate_state", item.duplicate_state)
-        item.coca_embedding = data.pop("coca_embedding", item.coca_embedding)
+        for key, (shape, check, keep) in _ITEM_FIELDS.items():
+            value = data.pop(key, None)
+            if value is None:
+                continue
+            if check(value):
+                setattr(item, key, keep(value))
+            else:
+                logger.warning(
+                    "sidecar field left out: %s: %s must be %s, got %s",
+                    path,
+                    key,
+                    shape,
+                    reprlib.repr(value),
+                )
         item.attributes.update(data)
     else:
         item.latents[kind] = rel
