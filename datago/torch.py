@@ -112,16 +112,21 @@ class DatagoIterDataset(IterableDataset[Any]):
         self.layout: Layout = layout
         self.max_open_batches = max_open_batches
         self.pin_memory = pin_memory
-        self.epoch = 0
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()  # seen by workers
         self._shipped_ranks: tuple[int, int] | None = None  # resolved when pickled
         self._unpickled_in: int | None = None  # the process id that unpickled this copy
+
+    @property
+    def epoch(self) -> int:
+        """The pass number given by `set_epoch` (0 before)."""
+        return int(self._epoch)
 
     def set_epoch(self, epoch: int) -> None:
         """Pass number: reshuffles `random_sampling` with a seed (as `DistributedSampler`).
 
-        Call it before iterating the DataLoader; `persistent_workers` keep their first epoch.
+        Call it before iterating the DataLoader; its workers, persistent ones too, see it.
         """
-        self.epoch = epoch
+        self._epoch.fill_(epoch)
 
     def __len__(self) -> int:
         if self.config.limit is None or self.batch_size is not None:
@@ -162,8 +167,8 @@ class DatagoIterDataset(IterableDataset[Any]):
             return
         client = DatagoClient(config, workers=workers)
         try:
-            if self.epoch:
-                client.load_state_dict({"epoch": self.epoch, "position": 0, "delivered": 0})
+            if epoch := self.epoch:
+                client.load_state_dict({"epoch": epoch, "position": 0, "delivered": 0})
             yield from self._items(client)
         finally:
             client.close()

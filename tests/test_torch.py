@@ -238,6 +238,26 @@ def test_set_epoch_reshuffles_a_seeded_pass(image_dir: tuple[Path, list[str]]) -
     assert sorted(first) == sorted(second) == paths
 
 
+@pytest.mark.parametrize("context", ["fork", pytest.param("forkserver", marks=pytest.mark.slow)])
+def test_set_epoch_reaches_persistent_workers(tmp_path: Path, context: str) -> None:
+    paths = write_images(tmp_path, 12)
+    dataset = DatagoIterDataset(file_config(tmp_path, random_sampling=True, seed=7))
+    loader = DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=2,
+        persistent_workers=True,
+        multiprocessing_context=context,
+    )
+    passes = []
+    for epoch in (0, 1, 0):
+        dataset.set_epoch(epoch)
+        passes.append([sample.id for sample in loader])
+    assert passes[0] != passes[1]
+    assert passes[0] == passes[2]
+    assert sorted(passes[0]) == sorted(passes[1]) == paths
+
+
 def test_python_types_match_upstream_keys_with_json_values(
     image_dir: tuple[Path, list[str]],
 ) -> None:
