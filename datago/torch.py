@@ -112,7 +112,8 @@ class DatagoIterDataset(IterableDataset[Any]):
         self.layout: Layout = layout
         self.max_open_batches = max_open_batches
         self.pin_memory = pin_memory
-        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()  # seen by workers
+        self._epoch = torch.zeros((), dtype=torch.int64)
+        self._epoch.share_memory_()  # type: ignore[no-untyped-call]  # seen by the workers
         self._shipped_ranks: tuple[int, int] | None = None  # resolved when pickled
         self._unpickled_in: int | None = None  # the process id that unpickled this copy
 
