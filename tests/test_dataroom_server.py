@@ -251,6 +251,8 @@ async def test_media_bytes_and_unknown_paths(client: TestClient[Any, Any], folde
     assert await response.read() == (folder / "beach" / "d.jpg").read_bytes()
     for path in ("/media/nope.jpg", "/media/notes.json", "/media/../root/a.jpg"):
         assert (await client.get(path)).status == 404
+    (folder / "beach" / "d.jpg").unlink()  # after the catalogue was built
+    assert (await client.get("/media/beach/d.jpg")).status == 404
 
 
 async def test_token_is_required_for_the_api_only(folder: Path) -> None:

@@ -65,7 +65,11 @@ class DataroomApi:
             raise web.HTTPNotFound()
         # Read in a thread, whole: a FileResponse cancelled by a client that hangs up while
         # the file opens leaks the file handle.
-        body = await asyncio.get_running_loop().run_in_executor(None, (self.root / rel).read_bytes)
+        loop = asyncio.get_running_loop()
+        try:
+            body = await loop.run_in_executor(None, (self.root / rel).read_bytes)
+        except FileNotFoundError:  # deleted since the catalogue was built
+            raise web.HTTPNotFound() from None
         kind = mimetypes.guess_type(rel)[0] or "application/octet-stream"
         return web.Response(body=body, content_type=kind)
 

@@ -412,6 +412,19 @@ async def test_a_missing_image_is_skipped_and_counted(
     assert [path for path, _, _ in api.requests].count("/media/beta/img_030.jpg") == 1
 
 
+async def test_an_image_deleted_after_the_server_started_is_one_skip_not_retried(
+    tmp_path: Path, catalogue: dict[str, Any], executor: ThreadPoolExecutor
+) -> None:
+    gone = "beta/img_030.jpg"
+    async with serving(tmp_path / "data") as api:
+        (tmp_path / "data" / gone).unlink()
+        ctx = context(api, executor)
+        samples = await collect(db(require_images=True), ctx)
+    assert [s.id for s in samples] == [k for k in ids_of(catalogue, "alpha", "beta") if k != gone]
+    assert (ctx.stats.skipped, ctx.stats.skip_reasons) == (1, {"download failed": 1})
+    assert [path for path, _, _ in api.requests].count(f"/media/{gone}") == 1  # a 404
+
+
 async def test_malformed_items_are_skipped_and_counted(
     api: Api, executor: ThreadPoolExecutor, catalogue: dict[str, Any]
 ) -> None:
