@@ -32,6 +32,8 @@ _COMPARE: dict[str, Callable[[Any, Any], Any]] = {
     "gt": operator.gt,
     "gte": operator.ge,
 }
+_TRUE = frozenset({"true", "1", "yes"})
+_FALSE = frozenset({"false", "0", "no"})
 
 
 def bad_request(message: str) -> web.HTTPBadRequest:
@@ -40,6 +42,12 @@ def bad_request(message: str) -> web.HTTPBadRequest:
 
 def csv(value: str) -> list[str]:
     return [part for part in value.split(",") if part]
+
+
+def boolean(value: str) -> bool | None:
+    """true/1/yes or false/0/no, in any case; None for anything else."""
+    lowered = value.lower()
+    return True if lowered in _TRUE else False if lowered in _FALSE else None
 
 
 def int_param(query: Mapping[str, str], key: str, default: int, low: int, high: int) -> int:
@@ -83,7 +91,10 @@ def predicates(query: Mapping[str, str]) -> list[Predicate]:
                 raise bad_request(f"{key} must be a number, got {value!r}") from None
             checks.append(partial(_compare_number, name=name, op=_COMPARE[cmp], bound=bound))
         elif key == "tags__empty":
-            checks.append(partial(_has_no_tags, expected=value.lower() == "true"))
+            expected = boolean(value)
+            if expected is None:
+                raise bad_request(f"tags__empty must be true/1/yes or false/0/no, got {value!r}")
+            checks.append(partial(_has_no_tags, expected=expected))
         elif key == "duplicate_state":
             if value not in ("1", "2"):
                 raise bad_request(f"duplicate_state must be 1 or 2, got {value!r}")
