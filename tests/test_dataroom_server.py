@@ -188,7 +188,11 @@ async def test_fields_default_selection_and_unknown_names(client: TestClient[Any
         ({"attributes": "score__gte:0.5"}, ["a.jpg", "beach/d.jpg"]),
         ({"attributes": "score__lt:0.8,kind:photo"}, ["beach/d.jpg"]),
         ({"attributes": "caption__ne:x"}, ["a.jpg"]),
+        ({"duplicate_state": "None", "sources": "local"}, ["b.png", "c.jpg", "img.v2.jpg"]),
         ({"unknown_param": "1", "sources": "local", "attributes": "score:0.2"}, ["b.png"]),
+        # Not dataroom names on images/: ignored, as dataroom does.
+        ({"short_edge__ne": "30", "sources": "local"}, ["a.jpg", "b.png", "c.jpg", "img.v2.jpg"]),
+        ({"prefix_length": "3", "sources": "local"}, ["a.jpg", "b.png", "c.jpg", "img.v2.jpg"]),
     ],
 )
 async def test_filters(
@@ -218,6 +222,45 @@ async def test_bad_filter_values_are_a_400(
 ) -> None:
     detail = (await get(client, "/api/images/", 400, **params))["detail"]
     assert any(key in detail for key in params), detail
+
+
+@pytest.mark.parametrize(
+    ("path", "key", "value"),
+    [
+        ("images/", "source", "beach"),
+        ("images/", "source__empty", "true"),
+        ("images/", "aspect_ratio_fraction", "4:3"),
+        ("images/", "coca_embedding__empty", "false"),
+        ("images/", "datasets", "x"),
+        ("images/", "datasets__ne_all", "x"),
+        ("images/", "date_created__gte", "2024-01-01"),
+        ("images/", "date_updated__lt", "2024-01-01"),
+        ("images/", "all_fields", "true"),
+        ("images/", "exclude_fields", "tags"),
+        ("images/random/", "include_fields", "latents"),
+        ("images/random/", "num_prefixes", "10"),
+        ("images/random/", "datasets__empty", "true"),
+    ],
+)
+async def test_dataroom_parameters_not_supported_here_are_a_400(
+    client: TestClient[Any, Any], path: str, key: str, value: str
+) -> None:
+    body = await get(client, f"/api/{path}", 400, **{key: value, "sources": "local"})
+    assert body["detail"] == (
+        f"{key} is a dataroom parameter this server does not support "
+        "(see datago.dataroom_server for those it does)"
+    )
+
+
+@pytest.mark.parametrize("cmp", ["match", "match_phrase", "prefix", "not_prefix"])
+async def test_text_attribute_comparators_are_a_400(client: TestClient[Any, Any], cmp: str) -> None:
+    body = await get(client, "/api/images/", 400, attributes=f"kind__{cmp}:photo")
+    assert body["detail"] == f"attributes comparator '{cmp}' is not supported by this server"
+    body = await get(client, "/api/images/", 400, attributes="kind__near:photo")
+    assert body["detail"] == (
+        "attributes filter must be name[__cmp]:value with cmp in eq, ne, lt, lte, gt, gte, "
+        "got 'kind__near:photo'"
+    )
 
 
 @pytest.mark.parametrize("count", [2, 3, 7, 48])

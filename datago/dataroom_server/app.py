@@ -14,7 +14,14 @@ from urllib.parse import quote
 from aiohttp import web
 
 from datago.dataroom_server.catalogue import Item, scan_folder
-from datago.dataroom_server.filters import csv, int_param, partition_check, predicates
+from datago.dataroom_server.filters import (
+    UNSUPPORTED_FILTERS,
+    csv,
+    int_param,
+    partition_check,
+    predicates,
+    reject_unsupported,
+)
 
 DEFAULT_FIELDS = "id,source,image_direct_url,width,height,short_edge,pixel_count,aspect_ratio"
 DEFAULT_FIELDS += ",tags,attributes"
@@ -23,6 +30,8 @@ _ALL_FIELDS = frozenset(DEFAULT_FIELDS.split(",")) | {
     "duplicate_state",
     "coca_embedding",
 }
+_LIST_UNSUPPORTED = UNSUPPORTED_FILTERS | {"all_fields", "include_fields", "exclude_fields"}
+_RANDOM_UNSUPPORTED = _LIST_UNSUPPORTED | {"prefix_length", "num_prefixes"}
 
 
 class DataroomApi:
@@ -40,6 +49,7 @@ class DataroomApi:
     async def list_images(self, request: web.Request) -> web.Response:
         """A page sorted by id after `cursor`; `next` while the page has results."""
         query = request.query
+        reject_unsupported(query, _LIST_UNSUPPORTED)
         size = int_param(query, "page_size", 100, 1, 2000)
         checks = predicates(query) + partition_check(query)
         start = bisect.bisect_right(self.ids, query["cursor"]) if "cursor" in query else 0
@@ -54,6 +64,7 @@ class DataroomApi:
 
     async def random_images(self, request: web.Request) -> web.Response:
         """`page_size` matching items drawn at random; partitions ignored, `next` null."""
+        reject_unsupported(request.query, _RANDOM_UNSUPPORTED)
         size = int_param(request.query, "page_size", 100, 1, 2000)
         checks = predicates(request.query)
         matching = [item for item in self.items if all(check(item) for check in checks)]

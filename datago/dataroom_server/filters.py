@@ -1,11 +1,8 @@
 """Query parameters to checks on catalogue items, as dataroom's list filters.
 
-Comma lists: `sources`, `sources__ne`, `tags`, `tags__all`, `tags__ne`, `tags__ne_all`,
-`has_/lacks_attributes`, `has_/lacks_latents`, `has_/lacks_masks`. Numbers: `short_edge`,
-`pixel_count`, `aspect_ratio`, bare or with `__gt|__gte|__lt|__lte`. Also `tags__empty`,
-`duplicate_state` (1 or 2), `attributes` (`name[__cmp]:value,...`, cmp in eq, ne, lt, lte,
-gt, gte) and `partitions_count` + `partition` (2..48: dataroom's 48 shards, here picked
-by a SHA-256 of the id). A bad value raises `HTTPBadRequest`; other parameters are ignored.
+The filters supported, and those refused, are listed in `datago.dataroom_server`. A bad
+value or a refused filter raises `HTTPBadRequest`; a name dataroom does not know is ignored.
+Partitions: dataroom's 48 shards, here picked by a SHA-256 of the id.
 """
 
 from __future__ import annotations
@@ -22,9 +19,22 @@ from aiohttp import web
 from datago.dataroom_server.catalogue import Item
 
 Predicate = Callable[[Item], bool]
+UNSUPPORTED_FILTERS = frozenset(
+    {"source", "source__empty", "aspect_ratio_fraction", "aspect_ratio_fraction__empty"}
+    | {"coca_embedding__empty", "datasets", "datasets__empty"}
+    | {f"datasets__{cmp}" for cmp in ("ne", "all", "ne_all")}
+    | {
+        f"date_{when}__{cmp}"
+        for when in ("created", "updated")
+        for cmp in ("gt", "gte", "lt", "lte")
+    }
+)
+"""Dataroom's filters that this server does not apply: a 400, not a silently wider answer."""
+UNSUPPORTED_COMPARATORS = frozenset(
+    {"match", "match_phrase", "prefix", "not_match", "not_match_phrase", "not_prefix"}
+)
 _SHARDS = 48
 _COMPARE: dict[str, Callable[[Any, Any], Any]] = {
-    "": operator.eq,
     "eq": operator.eq,
     "ne": operator.ne,
     "lt": operator.lt,
@@ -32,12 +42,23 @@ _COMPARE: dict[str, Callable[[Any, Any], Any]] = {
     "gt": operator.gt,
     "gte": operator.ge,
 }
+_NUMBER_COMPARE = {"": operator.eq} | {cmp: _COMPARE[cmp] for cmp in ("lt", "lte", "gt", "gte")}
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
 
 
 def bad_request(message: str) -> web.HTTPBadRequest:
     return web.HTTPBadRequest(text=json.dumps({"detail": message}), content_type="application/json")
+
+
+def reject_unsupported(query: Mapping[str, str], names: frozenset[str]) -> None:
+    """A 400 naming the first parameter of `query` in `names`."""
+    for key in query:
+        if key in names:
+            raise bad_request(
+                f"{key} is a dataroom parameter this server does not support "
+                "(see datago.dataroom_server for those it does)"
+            )
 
 
 def csv(value: str) -> list[str]:
@@ -84,21 +105,23 @@ def predicates(query: Mapping[str, str]) -> list[Predicate]:
         name, _, cmp = key.partition("__")
         if key in _LISTS:
             checks.append(partial(_in_list, test=_LISTS[key], names=csv(value)))
-        elif name in ("short_edge", "pixel_count", "aspect_ratio") and cmp in _COMPARE:
+        elif name in ("short_edge", "pixel_count", "aspect_ratio") and cmp in _NUMBER_COMPARE:
             try:
                 bound = float(value)
             except ValueError:
                 raise bad_request(f"{key} must be a number, got {value!r}") from None
-            checks.append(partial(_compare_number, name=name, op=_COMPARE[cmp], bound=bound))
+            op = _NUMBER_COMPARE[cmp]
+            checks.append(partial(_compare_number, name=name, op=op, bound=bound))
         elif key == "tags__empty":
             expected = boolean(value)
             if expected is None:
                 raise bad_request(f"tags__empty must be true/1/yes or false/0/no, got {value!r}")
             checks.append(partial(_has_no_tags, expected=expected))
         elif key == "duplicate_state":
-            if value not in ("1", "2"):
-                raise bad_request(f"duplicate_state must be 1 or 2, got {value!r}")
-            checks.append(partial(_has_duplicate_state, state=int(value)))
+            if value not in ("1", "2", "None"):
+                raise bad_request(f"duplicate_state must be 1, 2 or None, got {value!r}")
+            state = None if value == "None" else int(value)
+            checks.append(partial(_has_duplicate_state, state=state))
         elif key == "attributes":
             checks += [_attribute_check(term) for term in csv(value)]
     return checks
@@ -127,7 +150,7 @@ def _has_no_tags(item: Item, expected: bool) -> bool:
     return (not item.tags) == expected
 
 
-def _has_duplicate_state(item: Item, state: int) -> bool:
+def _has_duplicate_state(item: Item, state: int | None) -> bool:
     return item.duplicate_state == state
 
 
@@ -141,8 +164,13 @@ def _attribute_check(term: str) -> Predicate:
     """`name[__cmp]:value`; the value is read as the attribute's own type."""
     target, colon, raw = term.partition(":")
     name, _, cmp = target.rpartition("__") if "__" in target else (target, "", "eq")
+    if cmp in UNSUPPORTED_COMPARATORS:
+        raise bad_request(f"attributes comparator {cmp!r} is not supported by this server")
     if not colon or not name or cmp not in _COMPARE:
-        raise bad_request(f"attributes filter must be name[__cmp]:value, got {term!r}")
+        raise bad_request(
+            f"attributes filter must be name[__cmp]:value with cmp in {', '.join(_COMPARE)}, "
+            f"got {term!r}"
+        )
     op = _COMPARE[cmp]
 
     def check(item: Item) -> bool:
