@@ -18,11 +18,12 @@ Failures: every GET gets `DATAGO_MAX_RETRIES` attempts, with backoff, against 5x
 `HTTP_TIMEOUT_S` (a file): a silent API fails after about attempts x PAGE_TIMEOUT_S. A
 page that still fails, or whose body is not `{"results": [...], "next": url | null}`,
 raises `SourceError` after the samples of the pages before it and counts a
-`stats.source_errors` (a 401/403 names the token), so a cut-short pass never looks like the
-end of the data. A malformed item, or a sample whose image or latent file cannot be
-downloaded (a 404, or attempts spent), is counted in `stats` as skipped and the stream goes
-on. Samples come out in page order; at most max(32, 4 x DATAGO_MAX_TASKS) of them download
-at once, and the next page is read only when they leave room.
+`stats.source_errors` (a 401/403 names the token, or says that it is not set), so a
+cut-short pass never looks like the end of the data. A malformed item, or a sample whose
+image or latent file cannot be downloaded (a 404, or attempts spent), is counted in `stats`
+as skipped and the stream goes on. Samples come out in page order; at most
+max(32, 4 x DATAGO_MAX_TASKS) of them download at once, and the next page is read only when
+they leave room.
 """
 
 from __future__ import annotations
@@ -172,6 +173,11 @@ class _Reader:
         except HttpStatusError as exc:
             if exc.status in (401, 403):
                 said = f" (the API said: {exc.detail})" if exc.detail else ""
+                if not self.headers:
+                    raise SourceError(
+                        f"the dataroom API wants a key (HTTP {exc.status}) for {url}: "
+                        f"DATAROOM_API_KEY is not set{said}"
+                    ) from exc
                 raise SourceError(
                     f"the dataroom API refused the token (HTTP {exc.status}) for {url}: "
                     f"check DATAROOM_API_KEY{said}"

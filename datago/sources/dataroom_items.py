@@ -127,7 +127,11 @@ def _embedding(value: Any) -> list[float]:
         return []
     if not isinstance(value, dict):
         raise ValueError(f"coca_embedding must be an object, got {_show(value)}")
-    vector = _optional(value, "vector", list) or []
+    vector = value.get("vector")
+    if vector is None:
+        return []
+    if not isinstance(vector, list):
+        raise ValueError(f"coca_embedding.vector must be a list, got {_show(vector)}")
     if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in vector):
         raise ValueError("coca_embedding.vector must be a list of numbers")
     return [float(x) for x in vector]

@@ -1,22 +1,27 @@
 """The dataroom `images/` query for a `db` source config, and how its parts split the data.
 
-Pure functions, no I/O. The parameters, their order and the `fields` string follow upstream
-datago, without two of its defects: `fields` names `tags` once (upstream appends it again
-per tag filter) and `return_latents` never ends with a comma (upstream sends `"a,"` when
-only `has_latents` is set).
+Pure functions, no I/O (`first_page_url` logs upstream's warning about `tags_empty`). The
+parameters, their order and the `fields` string follow upstream datago, without two of its
+defects: `fields` names `tags` once (upstream appends it again per tag filter) and
+`return_latents` never ends with a comma (upstream sends `"a,"` when only `has_latents` is
+set).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from datago.config import DbSourceConfig
 from datago.sources.base import Partition
 
+logger = logging.getLogger(__name__)
+
 MAX_SERVER_PARTITIONS = 48
 """Dataroom splits its index into 48 shards; `partitions_count` must be in 2..48."""
+_TAG_FILTERS = ("tags", "tags_all", "tags_ne", "tags_ne_all")
 
 
 def page_fields(config: DbSourceConfig) -> str:
@@ -69,7 +74,15 @@ def query_params(config: DbSourceConfig, server_part: Partition) -> list[tuple[s
 
 
 def first_page_url(api_url: str, config: DbSourceConfig, server_part: Partition) -> str:
-    """`<api_url>images/?...`, or `images/random/` with `random_sampling`."""
+    """`<api_url>images/?...`, or `images/random/` with `random_sampling`; built once a pass."""
+    combined = [f"{key}={getattr(config, key)!r}" for key in _TAG_FILTERS if getattr(config, key)]
+    if config.tags_empty and combined:
+        logger.warning(
+            "source_config.tags_empty=%r is combined with %s: the API applies every tag "
+            "filter together, so the selection may be empty",
+            config.tags_empty,
+            ", ".join(combined),
+        )
     endpoint = "images/random/" if config.random_sampling else "images/"
     query = urlencode(query_params(config, server_part), safe=",:")
     return f"{api_url}{endpoint}?{query}"

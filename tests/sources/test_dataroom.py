@@ -301,6 +301,39 @@ async def test_wrong_token_is_a_source_error_at_once(
     assert len(api.pages()) == 1  # not retried
 
 
+async def test_an_unset_key_refused_by_the_api_says_it_is_not_set(
+    api: Api, executor: ThreadPoolExecutor
+) -> None:
+    with pytest.raises(
+        SourceError,
+        match=r"^the dataroom API wants a key \(HTTP 401\) for http://127.0.0.1:\d+/api/images/"
+        r"\?.*: DATAROOM_API_KEY is not set \(the API said: Invalid token.\)$",
+    ):
+        await collect(db(), context(api, executor, key=""))
+    assert [auth for _, _, auth in api.requests] == [""]
+
+
+async def test_tags_empty_with_other_tag_filters_is_warned_once_a_pass(
+    api: Api,
+    executor: ThreadPoolExecutor,
+    catalogue: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    samples = await collect(db(tags_empty="false", tags_ne="odd"), context(api, executor))
+    assert [s.id for s in samples] == [
+        key for key in ids_of(catalogue, "alpha", "beta") if catalogue[key]["tags"] == ["even"]
+    ]
+    assert len(api.pages()) == 4  # 23 samples: pages of 10, 10, 3, then the empty one
+    warnings = [r.getMessage() for r in caplog.records if "tags_empty" in r.getMessage()]
+    assert warnings == [
+        "source_config.tags_empty='false' is combined with tags_ne='odd': the API applies "
+        "every tag filter together, so the selection may be empty"
+    ]
+    caplog.clear()
+    await collect(db(tags_empty="true"), context(api, executor))
+    assert [r for r in caplog.records if "tags_empty" in r.getMessage()] == []
+
+
 async def test_without_a_key_no_authorization_header_is_sent(
     tmp_path: Path, catalogue: dict[str, Any], executor: ThreadPoolExecutor
 ) -> None:

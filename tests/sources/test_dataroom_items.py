@@ -83,7 +83,16 @@ def test_routing_by_latent_type(latent_type: str, is_mask: bool, kind: str) -> N
             "duplicate_state must be an integer, got a boolean",
         ),
         (item(tags=[1]), "a/1.jpg", "tags must be a list of strings"),
-        (item(coca_embedding={"vector": ["x"]}), "a/1.jpg", "vector must be a list of numbers"),
+        (
+            item(coca_embedding={"vector": ["x"]}),
+            "a/1.jpg",
+            "^coca_embedding.vector must be a list of numbers$",
+        ),
+        (
+            item(coca_embedding={"vector": "bad"}),
+            "a/1.jpg",
+            "^coca_embedding.vector must be a list, got a string$",
+        ),
         (item(image_direct_url=3), "a/1.jpg", "image_direct_url must be a string, got an integer"),
         (item(latents=[None]), "a/1.jpg", "latents entries must be objects"),
         (
