@@ -74,6 +74,13 @@ class DatagoIterDataset(IterableDataset[Any]):
     `len()` is the rank's `limit` when there is one and no `batch_size` (a TypeError
     otherwise: the number of batches depends on the shapes).
 
+    Resume (`state_dict` / `load_state_dict`): the state is that of the iteration in the
+    calling process, so it is the DataLoader's with `num_workers=0`. With workers each
+    worker has its own: torchdata's `StatefulDataLoader` gathers them (it calls these in
+    every worker and ships each state with that worker's items); a plain DataLoader cannot,
+    and `state_dict()` then raises. Per sample only: with `batch_size`, samples waiting in
+    open batches would be lost, so both raise.
+
     Example:
         >>> dataset = DatagoIterDataset(config, batch_size=32)
         >>> for batch in DataLoader(dataset, batch_size=None, num_workers=2):
@@ -112,22 +119,29 @@ class DatagoIterDataset(IterableDataset[Any]):
         self.layout: Layout = layout
         self.max_open_batches = max_open_batches
         self.pin_memory = pin_memory
-        self._epoch = torch.zeros((), dtype=torch.int64)
-        self._epoch.share_memory_()  # type: ignore[no-untyped-call]  # seen by the workers
+        # [epoch, read in workers]: shared with the DataLoader's workers, persistent ones too.
+        self._shared = torch.zeros(2, dtype=torch.int64)
+        self._shared.share_memory_()  # type: ignore[no-untyped-call]
         self._shipped_ranks: tuple[int, int] | None = None  # resolved when pickled
         self._unpickled_in: int | None = None  # the process id that unpickled this copy
+        self._resume: dict[str, Any] | None = None  # for the next iteration in this process
+        self._state: dict[str, Any] | None = None  # of this process's iteration
+        self._client: DatagoClient | None = None  # while that iteration reads
 
     @property
     def epoch(self) -> int:
         """The pass number given by `set_epoch` (0 before)."""
-        return int(self._epoch)
+        return int(self._shared[0])
 
     def set_epoch(self, epoch: int) -> None:
         """Pass number: reshuffles `random_sampling` with a seed (as `DistributedSampler`).
 
         Call it before iterating the DataLoader; its workers, persistent ones too, see it.
+        A state loaded for another epoch is dropped.
         """
-        self._epoch.fill_(epoch)
+        self._shared[0] = epoch
+        if self._resume is not None and self._resume["epoch"] != epoch:
+            self._resume = None
 
     def __len__(self) -> int:
         if self.config.limit is None or self.batch_size is not None:
@@ -136,7 +150,8 @@ class DatagoIterDataset(IterableDataset[Any]):
 
     def __getstate__(self) -> dict[str, Any]:
         # A spawned DataLoader worker does not see this process's torch.distributed group.
-        return {**self.__dict__, "_shipped_ranks": _ranks_of(self.config)}
+        ranks = _ranks_of(self.config)
+        return {**self.__dict__, "_shipped_ranks": ranks, "_state": None, "_client": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -151,6 +166,36 @@ class DatagoIterDataset(IterableDataset[Any]):
             return self._shipped_ranks
         return _ranks_of(self.config)
 
+    def state_dict(self) -> dict[str, Any]:
+        """Where this process's iteration stands, as plain values (JSON-ready); see above.
+
+        `load_state_dict` with it, in a dataset of the same config and split, continues with
+        exactly the samples not delivered yet. Before any iteration: the start of the epoch.
+        """
+        self._check_per_sample("state_dict()")
+        state = self._resume or self._state  # a loaded state wins until an iteration takes it
+        if self._resume is None and self._client is not None and state is not None:
+            state = {**state, "client": self._client.state_dict()}
+        elif state is None and get_worker_info() is None and self._shared[1]:
+            raise RuntimeError(
+                "this dataset was read in DataLoader workers, which hold the state: use "
+                "num_workers=0, or torchdata's StatefulDataLoader (it gathers each worker's)"
+            )
+        return state or {"epoch": self.epoch, "part": None, "client": None, "finished": False}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """The next iteration in this process continues at `state`; sets its epoch."""
+        self._check_per_sample("load_state_dict()")
+        self._resume = dict(state)
+        self._shared[0] = int(state["epoch"])
+
+    def _check_per_sample(self, what: str) -> None:
+        if self.batch_size is not None:
+            raise ConfigError(
+                f"{what} needs batch_size=None: samples waiting in open batches would be "
+                "lost on resume (batch in the DataLoader or the training loop instead)"
+            )
+
     def __iter__(self) -> Iterator[Any]:
         info = get_worker_info()
         if self.pin_memory and info is not None:
@@ -160,19 +205,45 @@ class DatagoIterDataset(IterableDataset[Any]):
             )
         workers = Partition(info.id, info.num_workers) if info is not None else Partition()
         if info is not None:
+            self._shared[1] = 1  # the main process holds no state of this iteration
             # Each worker process runs its own decode threads: share the cores between them.
             cores = max(1, (os.cpu_count() or 1) // info.num_workers)
             os.environ.setdefault("DATAGO_MAX_TASKS", str(cores))
-        config = _part_config(self.config, self._ranks(), workers)
-        if config is None:
-            return
+        ranks = self._ranks()
+        self._client = None
+        self._state = self._begin([*ranks, workers.index, workers.count])
+        config = _part_config(self.config, ranks, workers)
+        if config is None or self._state.get("finished"):
+            self._state["finished"] = True
+            return iter(())
         client = DatagoClient(config, workers=workers)
+        if self._state["client"] is not None:
+            client.load_state_dict(self._state["client"])
+        elif epoch := self._state["epoch"]:
+            client.load_state_dict({"epoch": epoch, "position": 0, "delivered": 0})
+        return self._read(client)
+
+    def _begin(self, part: list[int]) -> dict[str, Any]:
+        """This iteration's first state: the loaded one, checked, or the start of the epoch."""
+        state, self._resume = self._resume, None
+        if state is None:
+            return {"epoch": self.epoch, "part": part, "client": None, "finished": False}
+        if state["part"] not in (None, part):
+            raise ConfigError(
+                f"this state is of [rank, world_size, worker, num_workers] {state['part']}, "
+                f"not of {part}: resume with the same split"
+            )
+        return {**state, "part": part}
+
+    def _read(self, client: DatagoClient) -> Iterator[Any]:
+        self._client = client  # from the first next(): its state is then the iteration's
         try:
-            if epoch := self.epoch:
-                client.load_state_dict({"epoch": epoch, "position": 0, "delivered": 0})
             yield from self._items(client)
+            if self._client is client:  # not yet replaced by a newer iteration
+                self._state = {**(self._state or {}), "client": None, "finished": True}
+                self._client = None
         finally:
-            client.close()
+            client.close()  # stopped early, it still tells its place to state_dict()
 
     def _items(self, samples: Iterable[Sample]) -> Iterator[Any]:
         if self.return_python_types:
