@@ -51,7 +51,8 @@ class DatagoIterDataset(IterableDataset[Any]):
     Args:
         config: upstream's JSON config (text or dict) or a `ClientConfig`; parsed here.
         return_python_types: yield upstream's `get_sample_auto_convert` dicts (PIL images;
-            `attributes` holds JSON values, not upstream's JSON text of each value).
+            `attributes` holds JSON values, not upstream's JSON text of each value). False
+            by default, where upstream's is True: items are then our typed `Sample`s.
         batch_size: yield batches of this many samples of one image shape (see below).
         drop_last: with `batch_size`, drop partial batches instead of yielding them (the
             count is logged at INFO at the end of each pass).
