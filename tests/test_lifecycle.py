@@ -215,7 +215,8 @@ def test_consumer_cpu_while_waiting_for_slow_decodes(tmp_path: Path) -> None:
 
 
 def test_stop_from_another_thread_wakes_a_blocked_consumer(tmp_path: Path) -> None:
-    big_pngs(tmp_path, 6)
+    count = 60  # far more than the ~0.05 s before stop() can decode
+    big_pngs(tmp_path, count)
     with DatagoClient(file_config(tmp_path, samples_buffer_size=1)) as client:
         got: list[object] = []
         reader = threading.Thread(target=lambda: got.extend(iter(client.get_sample, None)))
@@ -224,7 +225,7 @@ def test_stop_from_another_thread_wakes_a_blocked_consumer(tmp_path: Path) -> No
         client.stop()
         reader.join(2.0)
         assert not reader.is_alive()
-    assert len(got) < 6
+    assert len(got) < count
 
 
 def test_concurrent_consumers_get_each_sample_once(tmp_path: Path) -> None:
