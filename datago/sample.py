@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 PixelArray = NDArray[np.uint8] | NDArray[np.uint16]
-"""Decoded pixels, always (height, width, channels); uint16 only for 16-bit greyscale."""
+"""Decoded pixels, always (height, width, channels); uint16 for 16-bit images."""
 
 _PIL_MODES = {(1, 8), (2, 8), (3, 8), (4, 8), (1, 16)}  # (channels, bit depth) PIL can hold
 
@@ -57,14 +57,16 @@ class ImagePayload:
         return self.width > 0 and self.height > 0
 
     def to_numpy(self) -> PixelArray:
-        """Pixels as an (H, W, C) array; encoded payloads are decoded first."""
+        """Pixels as an (H, W, C) array; encoded payloads are decoded first, by the loader's
+        own decoders (so a 16-bit colour PNG stays 16-bit)."""
         if isinstance(self.data, np.ndarray):
             return self.data
         if not self:
             return np.zeros((0, 0, 0), dtype=np.uint8)
-        with Image.open(io.BytesIO(self.data)) as img:
-            array = np.asarray(img)
-        return array[:, :, None] if array.ndim == 2 else array
+        from datago.imaging.decode import decode_image  # imaging depends on this module
+
+        pixels, _ = decode_image(self.data)
+        return pixels
 
     def to_pil(self) -> Image.Image:
         """The image as a PIL image (L, LA, RGB, RGBA or I;16)."""

@@ -88,3 +88,4 @@ def test_16_bit_colour_png_round_trip_keeps_16_bits(channels: int) -> None:
     data = payload.data
     assert isinstance(data, bytes) and (data[24], data[25]) == (16, {2: 4, 3: 2, 4: 6}[channels])
     assert np.array_equal(codecs.png_decode(data), pixels)
+    assert np.array_equal(payload.to_numpy(), pixels)  # 16 bits, not Pillow's 8
