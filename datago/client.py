@@ -9,7 +9,12 @@ import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
-from datago.config import ClientConfig, FileSourceConfig, WebDatasetSourceConfig
+from datago.config import (
+    ClientConfig,
+    DbSourceConfig,
+    FileSourceConfig,
+    WebDatasetSourceConfig,
+)
 from datago.engine import Cursor, Pass, start_pass
 from datago.errors import ClientClosedError, ConfigError, DatagoError, LoaderError
 from datago.sample import Sample
@@ -179,6 +184,11 @@ class DatagoClient:
                 `source_config.seed`: that order cannot be replayed.
         """
         source = self.config.source_config
+        if isinstance(source, DbSourceConfig) and source.random_sampling:
+            raise ConfigError(
+                "state_dict(): the db source's random_sampling draws from the server "
+                "(images/random/), which cannot be replayed on resume"
+            )
         if getattr(source, "random_sampling", False) and _seed_of(self.config) is None:
             raise ConfigError(
                 "state_dict() needs source_config.seed: with random_sampling split over "

@@ -31,7 +31,7 @@ from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
 from datago.client import DatagoClient
-from datago.config import ClientConfig
+from datago.config import ClientConfig, usable_cpus
 from datago.errors import ConfigError
 from datago.sample import ImagePayload, PixelArray, Sample
 from datago.sources.base import Partition
@@ -208,7 +208,7 @@ class DatagoIterDataset(IterableDataset[Any]):
         if info is not None:
             self._shared[1] = 1  # the main process holds no state of this iteration
             # Each worker process runs its own decode threads: share the cores between them.
-            cores = max(1, (os.cpu_count() or 1) // info.num_workers)
+            cores = max(1, usable_cpus() // info.num_workers)
             os.environ.setdefault("DATAGO_MAX_TASKS", str(cores))
         ranks = self._ranks()
         self._client = None

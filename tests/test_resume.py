@@ -192,3 +192,9 @@ def test_concurrent_consumers_never_move_the_cursor_back(
     assert len(rest) == 60 - taken
     assert len(seen) == threads
     assert all(positions == sorted(positions) for positions in seen)
+
+
+def test_db_random_sampling_cannot_save_its_state() -> None:
+    config = {"source_config": {"sources": "a", "page_size": 10, "random_sampling": True}}
+    with DatagoClient(config) as client, pytest.raises(ConfigError, match="images/random/"):
+        client.state_dict()
