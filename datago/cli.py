@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from datago.client import DatagoClient
 from datago.demo import write_photos
+from datago.errors import DatagoError
 from datago.sample import PixelArray
 from datago.stats import Stats
 
@@ -47,7 +48,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = bench_config(args)
     except (OSError, ValueError) as exc:
         parser.error(str(exc))
-    return run_bench(config, as_json=args.json)
+    try:
+        return run_bench(config, as_json=args.json)
+    except DatagoError as exc:  # a bad config or a dead source: one line, not a traceback
+        if args.json:
+            print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
+        print(f"python -m datago bench: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
 
 
 def run_demo(folder: Path, count: int, image_size: int) -> int:

@@ -83,3 +83,20 @@ def test_demo_lists_buckets(tmp_path: Path, capsys):
     sizes = {(int(line.split()[0]), int(line.split()[2])) for line in buckets}
     assert sizes and sizes <= set(BucketTable.build(512, 32, 0.5, 2.0).sizes.values())
     assert sum(int(line.split()[-1]) for line in buckets) == 3
+
+
+def test_bench_on_a_missing_folder_says_so_in_one_line(tmp_path, capsys):
+    missing = str(tmp_path / "nope")
+    assert main(["bench", "--source", "file", "--path", missing]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("python -m datago bench: SourceError")
+    assert len(captured.err.splitlines()) == 1 and missing in captured.err
+
+
+def test_bench_json_reports_a_bad_config_as_an_error_object(tmp_path, capsys):
+    write_images(tmp_path, 2)
+    assert main(["bench", "--source", "file", "--path", str(tmp_path), "--limit", "0", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert set(report) == {"error"}
+    assert report["error"].startswith("ConfigError: limit")
