@@ -25,6 +25,7 @@ def build_chunk(
             break
         try:
             built.append(build_sample(raw, processor, times))
+            times.built += 1
         except Exception as exc:
             stats.skip(raw.id, f"{type(exc).__name__}: {exc}")
             built.append(None)

@@ -23,6 +23,8 @@ class StageTimes:
     decode_s: float = 0.0
     transform_s: float = 0.0
     bytes_read: int = 0
+    built: int = 0
+    """Samples decoded and transformed without error."""
 
 
 @dataclass(slots=True)
@@ -33,6 +35,9 @@ class Stats:
     """Samples delivered to the consumer."""
     skipped: int = 0
     """Samples dropped because they could not be read or decoded."""
+    skips_in_a_row: int = 0
+    """Samples dropped since the last one decoded well (a source that yields nothing usable
+    shows as an ever longer run)."""
     source_errors: int = 0
     """Units of the source lost after retries (a shard, a page), each also logged."""
     bytes_read: int = 0
@@ -54,6 +59,7 @@ class Stats:
         """Count and log one dropped sample; the stream goes on."""
         with self._lock:
             self.skipped += 1
+            self.skips_in_a_row += 1
             kind = reason.split(":", 1)[0]
             self.skip_reasons[kind] = self.skip_reasons.get(kind, 0) + 1
             count = self.skipped
@@ -73,6 +79,8 @@ class Stats:
             self.decode_s += times.decode_s
             self.transform_s += times.transform_s
             self.bytes_read += times.bytes_read
+            if times.built:
+                self.skips_in_a_row = 0
 
     def delivered(self) -> None:
         """Count one sample handed to the consumer."""

@@ -4,8 +4,9 @@ Pages: `images/` is read by following each absolute `next` link verbatim (with t
 until it is null; the next page is fetched while the current one's items download.
 `random_sampling` asks `images/random/` again and again, a sampling with replacement that
 ends at the client's `limit` or at an empty page (upstream stops after one page), and raises
-`SourceError` once `RANDOM_GIVE_UP_ITEMS` items in a row were malformed or failed to
-download (else a dataset with no good item would be drawn forever). Dataroom's random view
+`SourceError` once `RANDOM_GIVE_UP_ITEMS` samples in a row were skipped (malformed, not
+downloaded or not decodable: `stats.skips_in_a_row`), else a dataset with no good item
+would be drawn forever. Dataroom's random view
 ignores partitions, so every rank then draws from the whole filtered set.
 
 Splits: rank x torch worker, see `dataroom_query.SplitPlan`. Pages carry
@@ -108,8 +109,6 @@ class _Reader:
         window = max(_MIN_WINDOW, 4 * ctx.environment.max_tasks)
         self.pending: asyncio.Queue[asyncio.Task[RawSample | None] | _End] = asyncio.Queue(window)
         self.tasks: set[asyncio.Task[Any]] = set()
-        self.dropped_in_row = 0
-        """Items malformed or not downloaded since the last good one, in completion order."""
 
     async def produce(self, first_url: str) -> None:
         """Fill `pending` with download tasks, then with an `_End`."""
@@ -148,11 +147,12 @@ class _Reader:
 
     def _check_random_progress(self, number: int) -> None:
         """Raise when random pages keep coming but none of their items is usable."""
-        if self.dropped_in_row < RANDOM_GIVE_UP_ITEMS:
+        if self.stats.skips_in_a_row < RANDOM_GIVE_UP_ITEMS:
             return
         error = SourceError(
             f"dataroom random sampling gave up after {number} pages: the last "
-            f"{self.dropped_in_row} items drawn were all malformed or failed to download, "
+            f"{self.stats.skips_in_a_row} samples drawn were all skipped (malformed, not "
+            "downloaded or not decodable), "
             "none gave a sample (see the skipped samples in the log)"
         )
         self.stats.source_error("dataroom random sampling", str(error))
@@ -196,7 +196,6 @@ class _Reader:
 
     async def _dispatch(self, item: ItemRefs | MalformedItem) -> None:
         if isinstance(item, MalformedItem):
-            self.dropped_in_row += 1
             self.stats.skip(item.sample_id, f"malformed dataroom item: {item}")
         elif self.random or self.keeps(item.id):
             await self.pending.put(self._spawn(self._download(item)))
@@ -209,10 +208,8 @@ class _Reader:
         try:
             payloads = await self._get_all(urls)
         except SourceError as exc:
-            self.dropped_in_row += 1
             self.stats.skip(refs.id, f"download failed: {exc}")
             return None
-        self.dropped_in_row = 0
         image = payloads.pop(0) if refs.image_url is not None else None
         sample = RawSample(
             id=refs.id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -122,3 +123,47 @@ def test_client_without_api_url_raises_a_clear_error(monkeypatch: pytest.MonkeyP
     config = {"source_type": "db", "source_config": {"sources": "alpha", "page_size": 10}}
     with DatagoClient(config) as client, pytest.raises(SourceError, match="DATAROOM_API_URL"):
         client.get_sample()
+
+
+def random_gamma(limit: int) -> dict[str, Any]:
+    source = {"sources": "gamma", "page_size": 5, "require_images": True, "random_sampling": True}
+    return {"source_type": "db", "source_config": source, "limit": limit}
+
+
+@pytest.mark.parametrize("fault", ["undecodable", "missing"])
+async def test_random_sampling_gives_up_when_no_drawn_item_decodes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str
+) -> None:
+    root = tmp_path / "data"
+    catalogue = write_catalogue(root)
+    async with serving(root, monkeypatch):
+        for sample_id in (key for key in catalogue if key.startswith("gamma/")):
+            if fault == "missing":
+                (root / sample_id).unlink()  # in the catalogue, gone from the disk
+            else:
+                (root / sample_id).write_bytes(b"served, but not an image")
+        start = time.monotonic()
+        with DatagoClient(random_gamma(5)) as client:
+            with pytest.raises(SourceError, match=r"random sampling gave up after \d+ pages"):
+                await client.aget_sample()
+            stats = client.stats
+    assert time.monotonic() - start < 15
+    reason = "DecodeError" if fault == "undecodable" else "download failed"
+    assert stats.skip_reasons == {reason: stats.skipped}
+    assert stats.skipped >= 200 and stats.samples == 0
+
+
+async def test_random_sampling_goes_on_while_some_drawn_items_decode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "data"
+    catalogue = write_catalogue(root)
+    gamma = sorted(key for key in catalogue if key.startswith("gamma/"))
+    async with serving(root, monkeypatch):
+        for sample_id in gamma[1:]:
+            (root / sample_id).write_bytes(b"served, but not an image")
+        with DatagoClient(random_gamma(60)) as client:  # ~240 skips on the way: over 200
+            ids = [sample.id async for sample in client]
+            stats = client.stats
+    assert ids == [gamma[0]] * 60
+    assert stats.source_errors == 0 and stats.skipped > 200
