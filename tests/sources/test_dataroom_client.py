@@ -167,3 +167,22 @@ async def test_random_sampling_goes_on_while_some_drawn_items_decode(
             stats = client.stats
     assert ids == [gamma[0]] * 60
     assert stats.source_errors == 0 and stats.skipped > 200
+
+
+async def test_a_resumed_client_continues_after_the_last_delivered_sample(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_catalogue(tmp_path / "data")
+    source = {"sources": "alpha,beta", "page_size": 10, "require_images": True}
+    config = {"source_type": "db", "source_config": source, "limit": 30}
+    async with serving(tmp_path / "data", monkeypatch):
+        with DatagoClient(config) as client:
+            full = [sample.id async for sample in client]
+        with DatagoClient(config) as client:
+            head = [(await client.aget_sample()).id for _ in range(13)]  # type: ignore[union-attr]
+            state = client.state_dict()
+        with DatagoClient(config) as client:
+            client.load_state_dict(state)
+            rest = [sample.id async for sample in client]
+    assert len(full) == 30
+    assert head + rest == full
