@@ -6,6 +6,15 @@ import logging
 import os
 
 _handler: logging.Handler | None = None
+_LEVELS = {  # upstream's (Rust log crate) level names
+    "trace": logging.DEBUG,
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "off": logging.CRITICAL + 1,
+}
 
 
 def initialize_logging(log_level: str | None = None) -> bool:
@@ -16,10 +25,10 @@ def initialize_logging(log_level: str | None = None) -> bool:
     global _handler
     if _handler is not None:
         return False
-    level_name = (log_level or os.environ.get("DATAGO_LOG") or "warn").upper()
-    level = logging.getLevelName("WARNING" if level_name == "WARN" else level_name)
-    if not isinstance(level, int):
-        raise ValueError(f"unknown log level {log_level!r}; use debug, info, warn or error")
+    name = log_level or os.environ.get("DATAGO_LOG") or "warn"
+    level = _LEVELS.get(name.lower())
+    if level is None:
+        raise ValueError(f"unknown log level {name!r}; use one of {', '.join(_LEVELS)}")
     _handler = logging.StreamHandler()
     _handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger = logging.getLogger("datago")

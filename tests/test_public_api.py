@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
+import pytest
+
 import datago
+import datago._log
 
 
 def test_all_is_sorted_and_importable() -> None:
@@ -12,8 +17,6 @@ def test_all_is_sorted_and_importable() -> None:
 
 
 def test_initialize_logging_returns_false_the_second_time() -> None:
-    import logging
-
     logger = logging.getLogger("datago")
     handlers, level = list(logger.handlers), logger.level
     try:
@@ -22,3 +25,27 @@ def test_initialize_logging_returns_false_the_second_time() -> None:
         assert logger.level == logging.INFO or not first
     finally:
         logger.handlers, logger.level = handlers, level
+
+
+@pytest.mark.parametrize(
+    ("name", "level"),
+    [("trace", logging.DEBUG), ("WARN", logging.WARNING), ("off", logging.CRITICAL + 1)],
+)
+def test_initialize_logging_takes_upstream_level_names(
+    monkeypatch: pytest.MonkeyPatch, name: str, level: int
+) -> None:
+    logger = logging.getLogger("datago")
+    monkeypatch.setattr(logger, "handlers", [])
+    monkeypatch.setattr(logger, "level", logging.NOTSET)
+    monkeypatch.setattr(datago._log, "_handler", None)
+    assert datago.initialize_logging(name) is True
+    assert logger.level == level and len(logger.handlers) == 1
+
+
+def test_initialize_logging_names_a_bad_level_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(datago._log, "_handler", None)
+    monkeypatch.setenv("DATAGO_LOG", "loud")
+    with pytest.raises(ValueError, match="unknown log level 'loud'; use one of trace, debug"):
+        datago.initialize_logging()
