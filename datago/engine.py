@@ -34,9 +34,10 @@ logger = logging.getLogger(__name__)
 CHUNK_SIZE = 8
 """Samples per executor task: one dispatch costs ~80 us, so small images go in groups."""
 
-CHUNK_BYTES = 512 * 1024
-"""A chunk stops growing once its encoded bytes reach this: big images go one at a time, so
-the first sample is not held up by a whole chunk of slow decodes."""
+CHUNK_BYTES = 4 << 20
+"""A chunk stops growing once its encoded bytes reach this: big images (~12 MP JPEGs) go one
+at a time, so no sample waits behind a whole chunk of slow decodes. Smaller caps cost more
+than they save (512 KiB, two 1.2 MP JPEGs a chunk: ~8 % fewer img/s, measured)."""
 
 WINDOW_PER_THREAD = 4
 """Chunks in flight per decode thread: enough that a slow chunk does not leave the executor
