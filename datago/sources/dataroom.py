@@ -104,8 +104,7 @@ class _Reader:
         key = ctx.environment.dataroom_api_key
         self.headers = {"Authorization": f"Token {key}"} if key else {}
         attempts = ctx.environment.max_retries
-        self.page_http = HttpClient(attempts=attempts, timeout_s=PAGE_TIMEOUT_S)
-        self.file_http = HttpClient(attempts=attempts, timeout_s=HTTP_TIMEOUT_S)
+        self.http = HttpClient(attempts=attempts, timeout_s=HTTP_TIMEOUT_S)
         window = max(_MIN_WINDOW, 4 * ctx.environment.max_tasks)
         self.pending: asyncio.Queue[asyncio.Task[RawSample | None] | _End] = asyncio.Queue(window)
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -169,7 +168,7 @@ class _Reader:
     async def _read_page(self, url: str, number: int) -> Page:
         """One page, parsed in the executor; raises `SourceError` once retries are spent."""
         try:
-            body = await self.page_http.get_bytes(url, self.headers)
+            body = await self.http.get_bytes(url, self.headers, timeout_s=PAGE_TIMEOUT_S)
         except HttpStatusError as exc:
             if exc.status in (401, 403):
                 said = f" (the API said: {exc.detail})" if exc.detail else ""
@@ -182,7 +181,7 @@ class _Reader:
                     f"the dataroom API refused the token (HTTP {exc.status}) for {url}: "
                     f"check DATAROOM_API_KEY{said}"
                 ) from exc
-            tries = self.page_http.attempts if is_retryable(exc) else 1
+            tries = self.http.attempts if is_retryable(exc) else 1
             raise SourceError(
                 f"dataroom page {number} failed after {tries} attempt(s): {exc}"
             ) from exc
@@ -231,8 +230,8 @@ class _Reader:
 
     async def _get_all(self, urls: list[str]) -> list[bytes]:
         if len(urls) <= 1:
-            return [await self.file_http.get_bytes(url) for url in urls]
-        downloads = [asyncio.create_task(self.file_http.get_bytes(url)) for url in urls]
+            return [await self.http.get_bytes(url) for url in urls]
+        downloads = [asyncio.create_task(self.http.get_bytes(url)) for url in urls]
         try:
             return list(await asyncio.gather(*downloads))
         finally:
@@ -246,12 +245,11 @@ class _Reader:
         return task
 
     async def close(self, producer: asyncio.Task[None]) -> None:
-        """Cancel the producer and every download, wait for them, close the HTTP sessions."""
+        """Cancel the producer and every download, wait for them, close the HTTP session."""
         queued = [self.pending.get_nowait() for _ in range(self.pending.qsize())]
         waiting = [producer, *self.tasks, *(t for t in queued if isinstance(t, asyncio.Task))]
         for task in waiting:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*waiting, return_exceptions=True)
-        await self.page_http.close()
-        await self.file_http.close()
+        await self.http.close()

@@ -75,8 +75,8 @@ class HttpClient:
     """One aiohttp session per pass; `get_bytes` / `get_json` retry transient failures.
 
     `attempts` GETs at most per call; each `get_bytes` attempt must end within `timeout_s`
-    (headers and body: a stalled answer fails and is retried), each `stream` read within
-    `stall_timeout_s`.
+    (headers and body: a stalled answer fails and is retried; a call may ask for another
+    bound), each `stream` read within `stall_timeout_s`.
     """
 
     def __init__(
@@ -91,7 +91,7 @@ class HttpClient:
         self.attempts = attempts
         self.backoff_base_s = backoff_base_s
         self.timeout_s = timeout_s
-        self.timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(timeout_s, 10.0))
+        self.timeout = _total_timeout(timeout_s)
         # A stream may take longer than any total timeout; it fails when no byte comes for a while.
         self.stream_timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=min(stall_timeout_s, 10.0), sock_read=stall_timeout_s
@@ -105,11 +105,18 @@ class HttpClient:
     async def close(self) -> None:
         await self.session.close()
 
-    async def get_bytes(self, url: str, headers: Mapping[str, str] | None = None) -> bytes:
-        """The whole body of a successful GET; raises `SourceError` once attempts run out."""
+    async def get_bytes(
+        self, url: str, headers: Mapping[str, str] | None = None, timeout_s: float | None = None
+    ) -> bytes:
+        """The whole body of a successful GET; raises `SourceError` once attempts run out.
+
+        `timeout_s` bounds each attempt instead of the client's `timeout_s`.
+        """
+        timeout_s = self.timeout_s if timeout_s is None else timeout_s
+        timeout = self.timeout if timeout_s == self.timeout_s else _total_timeout(timeout_s)
         for attempt in range(1, self.attempts + 1):
             try:
-                async with self.session.get(url, headers=headers) as response:
+                async with self.session.get(url, headers=headers, timeout=timeout) as response:
                     if response.status >= 400:
                         raise await _status_error(url, response)
                     return await response.read()
@@ -118,8 +125,7 @@ class HttpClient:
                     if isinstance(exc, SourceError):
                         raise
                     raise SourceError(
-                        f"GET {url} failed after {attempt} attempt(s): "
-                        f"{_describe(exc, self.timeout_s)}"
+                        f"GET {url} failed after {attempt} attempt(s): {_describe(exc, timeout_s)}"
                     ) from exc
                 delay = backoff_delay(attempt, self.backoff_base_s)
                 logger.info("GET %s failed (%r); retry %d in %.2fs", url, exc, attempt, delay)
@@ -218,6 +224,11 @@ async def drain(chunks: AsyncIterator[bytes]) -> None:
                 left -= len(chunk)
                 if left < 0:
                     return
+
+
+def _total_timeout(seconds: float) -> aiohttp.ClientTimeout:
+    """Headers and body within `seconds`, the connection within 10 s of them."""
+    return aiohttp.ClientTimeout(total=seconds, sock_connect=min(seconds, 10.0))
 
 
 def _body_range(url: str, response: aiohttp.ClientResponse) -> tuple[int, int | None]:
