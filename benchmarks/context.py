@@ -12,7 +12,9 @@ from typing import Any
 
 from benchmarks.serve import server_kind
 
-PACKAGES = ("datago-py", "Pillow", "simplejpeg", "numpy", "torch")
+PACKAGES = (
+    "datago-py", "Pillow", "simplejpeg", "cykooz-resizer", "imagecodecs", "numpy", "torch"
+)  # fmt: skip
 
 
 def measured_under(root: Path, rust_python: Path) -> dict[str, Any]:
