@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -134,23 +132,12 @@ class CuttingServer:
         return response
 
 
-@contextlib.asynccontextmanager
-async def cutting(server: CuttingServer) -> AsyncIterator[str]:
-    app = web.Application()
-    app.router.add_get("/blob", server.handle)
-    test_server = TestServer(app, host="127.0.0.1")
-    await test_server.start_server()
-    try:
-        yield str(test_server.make_url("/blob"))
-    finally:
-        await test_server.close()
-
-
 async def test_a_long_body_survives_a_reset_after_each_megabyte() -> None:
     body = os.urandom(5 * http.RESUME_PROGRESS_BYTES + 1000)
     cut = http.RESUME_PROGRESS_BYTES + 1
     server = CuttingServer(body, cut)
-    async with cutting(server) as url:
+    async with serving(server) as base:
+        url = base + "blob"
         client = HttpClient(attempts=2, backoff_base_s=0.01, stall_timeout_s=5)
         try:
             assert await read_all(client, url) == body
@@ -163,7 +150,8 @@ async def test_a_server_resetting_after_a_few_bytes_forever_fails_the_stream() -
     body = os.urandom(200_000)
     server = CuttingServer(body, 100)
     started = time.monotonic()
-    async with cutting(server) as url:
+    async with serving(server) as base:
+        url = base + "blob"
         client = HttpClient(attempts=3, backoff_base_s=0.01, stall_timeout_s=5)
         try:
             with pytest.raises(SourceError, match=r"failed at byte 300 after 3 attempt\(s\)"):
