@@ -46,9 +46,10 @@ def test_bad_files_are_skipped_counted_and_logged(
     assert delivered == good
     assert stats.skipped == len(bad)
     assert stats.skip_reasons == {"DecodeError": len(bad)}
-    logged = " ".join(r.getMessage() for r in caplog.records)
+    logged = {r.getMessage().split(":", 1)[0]: r.getMessage() for r in caplog.records}
     for name in bad:
-        assert f"{tmp_path / name}" in logged
+        message = logged[f"skipped sample {str(tmp_path / name)!r}"]
+        assert ": DecodeError: " in message  # the reason, after the id
 
 
 def test_imperfect_jpegs_are_delivered(tmp_path: Path) -> None:
@@ -71,16 +72,24 @@ def test_imperfect_jpegs_are_delivered(tmp_path: Path) -> None:
         np.testing.assert_array_equal(pixels, expected)
 
 
-def test_decompression_bomb_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_decompression_bomb_is_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     write_images(tmp_path, 2)
     photo(300, 300).save(tmp_path / "bomb.png")
     photo(300, 300).save(tmp_path / "bomb.jpg")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 200 * 200)
-    with DatagoClient(file_config(tmp_path)) as client:
+    with (
+        caplog.at_level(logging.WARNING, logger="datago"),
+        DatagoClient(file_config(tmp_path)) as client,
+    ):
         delivered = [s.id for s in client]
         stats = client.stats
     assert len(delivered) == 2 and not any("bomb" in Path(i).name for i in delivered)
-    assert stats.skipped == 2
+    assert stats.skipped == 2 and stats.skip_reasons == {"DecodeError": 2}
+    bombs = [r.getMessage() for r in caplog.records if "bomb." in r.getMessage()]
+    assert len(bombs) == 2
+    assert all("decompression bomb: 300x300 pixels exceeds" in m for m in bombs)
 
 
 def test_limit_is_reached_past_bad_files(tmp_path: Path) -> None:
