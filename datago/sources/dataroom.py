@@ -6,8 +6,8 @@ until it is null; the next page is fetched while the current one's items downloa
 ends at the client's `limit` or at an empty page (upstream stops after one page), and raises
 `SourceError` once `RANDOM_GIVE_UP_ITEMS` samples in a row were skipped (malformed, not
 downloaded or not decodable: `stats.skips_in_a_row`), else a dataset with no good item
-would be drawn forever. Dataroom's random view
-ignores partitions, so every rank then draws from the whole filtered set.
+would be drawn forever. Dataroom's random view ignores partitions, so every rank then draws
+from the whole filtered set.
 
 Splits: rank x torch worker, see `dataroom_query.SplitPlan`. Pages carry
 `Authorization: Token <DATAROOM_API_KEY>` (no header when the key is empty); media URLs are
@@ -47,7 +47,7 @@ PAGE_TIMEOUT_S = 20.0
 HTTP_TIMEOUT_S = 60.0
 """Seconds one image or latent file GET may take (files can be large), likewise."""
 RANDOM_GIVE_UP_ITEMS = 200
-"""Random sampling stops with an error after this many dropped items in a row."""
+"""Random sampling stops with an error after this many skipped samples in a row."""
 _MIN_WINDOW = 32
 _T = TypeVar("_T")
 
