@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from datago import DatagoClient
-from tests.conftest import encode, file_config, photo, write_images
+from tests.helpers import encode, file_config, photo, write_images
 
 
 def write_bad_files(folder: Path) -> dict[str, str]:

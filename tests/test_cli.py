@@ -10,7 +10,7 @@ import pytest
 
 from datago.cli import main
 from datago.imaging.buckets import BucketTable
-from tests.conftest import write_images
+from tests.helpers import write_images
 
 REPORT_KEYS = {
     "samples", "elapsed_s", "images_per_s", "mb_per_s", "bytes_read", "first_sample_s",

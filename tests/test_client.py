@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from datago import ClientClosedError, DatagoClient, SourceError
-from tests.conftest import file_config, write_images
+from tests.helpers import file_config, write_images
 
 
 def test_every_image_delivered_once_with_pillow_pixels(image_dir: tuple[Path, list[str]]) -> None:
@@ -151,7 +151,7 @@ def test_json_text_config_is_accepted(tmp_path: Path) -> None:
 
 
 def test_formats_and_extensions(tmp_path: Path) -> None:
-    from tests.conftest import photo
+    from tests.helpers import photo
 
     image = photo(20, 10, seed=3)
     image.save(tmp_path / "a.JPG", quality=95)

@@ -16,7 +16,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from datago.dataroom_server import make_app, scan_folder
-from tests.conftest import encode, photo
+from tests.helpers import encode, photo
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 
 from datago import DatagoClient
 from datago.engine import CHUNK_SIZE, WINDOW_PER_THREAD
-from tests.conftest import encode, file_config, photo
+from tests.helpers import encode, file_config, photo
 
 
 def test_slow_consumer_bounds_the_decoded_samples(

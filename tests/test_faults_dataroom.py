@@ -31,7 +31,7 @@ from aiohttp import web
 
 from datago import DatagoClient, SourceError
 from datago.dataroom_server import make_app
-from tests.conftest import encode, photo
+from tests.helpers import encode, photo
 
 TOKEN = "fault-token"
 TIMEOUT_S = 0.5  # PAGE_ and HTTP_TIMEOUT_S during these tests: a stall costs this much

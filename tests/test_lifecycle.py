@@ -22,7 +22,7 @@ import datago.engine
 from datago import DatagoClient, LoaderError
 from datago.sink import Sink
 from datago.sources.base import RawSample, SourceContext
-from tests.conftest import (
+from tests.helpers import (
     big_jpegs,
     datago_threads,
     encode,

@@ -13,17 +13,7 @@ import datago.client
 from datago import ConfigError, DatagoClient
 from datago.engine import Cursor
 from datago.sources.base import Partition
-from tests.conftest import file_config, write_images
-
-
-def ids_of(client: DatagoClient, count: int | None = None) -> list[str]:
-    ids: list[str] = []
-    while count is None or len(ids) < count:
-        sample = client.get_sample()
-        if sample is None:
-            break
-        ids.append(sample.id)
-    return ids
+from tests.helpers import file_config, ids_of, write_images
 
 
 @pytest.mark.parametrize("random_sampling", [False, True])

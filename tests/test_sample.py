@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from datago import ImagePayload
-from tests.conftest import encode, photo
+from tests.helpers import encode, photo
 
 
 @pytest.mark.parametrize(("channels", "mode"), [(1, "L"), (2, "LA"), (3, "RGB"), (4, "RGBA")])

@@ -18,8 +18,13 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 from datago import ConfigError, DatagoClient, ImagePayload, Sample, SourceError  # noqa: E402
 from datago.torch import DatagoIterDataset, Layout, to_python_types  # noqa: E402
-from tests.conftest import datago_threads, file_config, photo, write_images  # noqa: E402
-from tests.sources.test_webdataset import write_shards  # noqa: E402
+from tests.helpers import (  # noqa: E402
+    datago_threads,
+    file_config,
+    photo,
+    write_images,
+    write_shards,
+)
 
 
 def ids_of(dataset: DatagoIterDataset, num_workers: int = 0) -> list[str]:

@@ -19,7 +19,7 @@ from datago import DatagoClient  # noqa: E402
 from datago.imaging.buckets import BucketTable  # noqa: E402
 from datago.torch import DatagoIterDataset  # noqa: E402
 from datago.torch_batching import ShapeBatcher  # noqa: E402
-from tests.conftest import file_config, photo  # noqa: E402
+from tests.helpers import file_config, photo  # noqa: E402
 
 SIZES = [(40, 30), (30, 40), (32, 32)]  # (width, height)
 RGB_COUNT = 20  # 7 + 7 + 6 per size

@@ -14,8 +14,7 @@ import torch.distributed as dist  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from datago.torch import DatagoIterDataset  # noqa: E402
-from tests.conftest import file_config  # noqa: E402
-from tests.test_torch_ddp import free_port  # noqa: E402
+from tests.helpers import file_config, free_port  # noqa: E402
 
 
 def read_rank(rank: int, dataset: DatagoIterDataset, port: int, out: str) -> None:

@@ -16,8 +16,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 from datago import ConfigError  # noqa: E402
 from datago.torch import DatagoIterDataset  # noqa: E402
-from tests.conftest import file_config, write_images  # noqa: E402
-from tests.sources.test_webdataset import write_shards  # noqa: E402
+from tests.helpers import file_config, write_images, write_shards  # noqa: E402
 
 
 def interrupted(dataset: DatagoIterDataset, k: int) -> tuple[list[str], Any]:

@@ -14,7 +14,7 @@ from PIL import Image
 
 from datago.imaging import decode
 from datago.imaging.decode import DecodeError, decode_image
-from tests.imaging.images import encode, photo_like, png_bytes, png_file
+from tests.helpers import CLEAN_JPEG, IMPERFECT_JPEGS, encode, photo_like, png_bytes, png_file
 
 RGB = photo_like(48, 32)
 PNG_PIXELS = {
@@ -135,21 +135,12 @@ def test_pillow_path_expands_trns_itself() -> None:
     assert out.shape[2] == 4 and (out[:, :, 3] == 0).sum() == (pixels == key).all(axis=2).sum()
 
 
-JPEG = encode(photo_like(64, 48), quality=90)
-_DQT = JPEG.find(b"\xff\xdb")
-IMPERFECT_JPEGS = {
-    "no end marker": JPEG[:-2],
-    "padding for an end marker": JPEG[:-2] + bytes(16),
-    "stray bytes before a marker": JPEG[:_DQT] + b"\x00\x17\x2a" + JPEG[_DQT:],
-}
-
-
 @pytest.mark.parametrize("case", list(IMPERFECT_JPEGS))
 def test_jpegs_simplejpeg_refuses_still_decode(case: str) -> None:
     data = IMPERFECT_JPEGS[case]
     with pytest.raises(ValueError):
         simplejpeg.decode_jpeg(data)
-    with Image.open(io.BytesIO(JPEG)) as clean:
+    with Image.open(io.BytesIO(CLEAN_JPEG)) as clean:
         expected = np.asarray(clean)
     pixels, size = decode_image(data)
     assert size == (64, 48)
@@ -158,11 +149,11 @@ def test_jpegs_simplejpeg_refuses_still_decode(case: str) -> None:
 
 def test_jpeg_without_end_marker_keeps_the_reduced_decode() -> None:
     pixels, _ = decode_image(IMPERFECT_JPEGS["no end marker"], min_size=(32, 24))
-    assert np.array_equal(pixels, decode_image(JPEG, min_size=(32, 24))[0])
+    assert np.array_equal(pixels, decode_image(CLEAN_JPEG, min_size=(32, 24))[0])
     assert pixels.shape == (24, 32, 3)  # simplejpeg with the marker added, not Pillow
 
 
-@pytest.mark.parametrize("cut", [3, 100, len(JPEG) // 2])
+@pytest.mark.parametrize("cut", [3, 100, len(CLEAN_JPEG) // 2])
 def test_truncated_jpegs_still_raise(cut: int) -> None:
     with pytest.raises(DecodeError):
-        decode_image(JPEG[:-cut])
+        decode_image(CLEAN_JPEG[:-cut])

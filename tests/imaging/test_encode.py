@@ -12,7 +12,7 @@ from datago.config import ImageConfig
 from datago.imaging.encode import encode_payload
 from datago.imaging.process import ImageProcessor
 from datago.stats import StageTimes
-from tests.imaging.images import encode, photo_like
+from tests.helpers import encode, photo_like
 
 RGB = photo_like(40, 30)
 MODES = {

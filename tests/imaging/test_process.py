@@ -18,15 +18,16 @@ from datago.imaging.decode import DecodeError
 from datago.imaging.process import ImageProcessor
 from datago.imaging.resample import Resampler
 from datago.stats import StageTimes
-from tests.imaging.images import (
+from tests.helpers import (
+    CLEAN_JPEG,
+    IMPERFECT_JPEGS,
+    assert_close,
     encode,
     line_art,
     photo_like,
     png_bytes,
     reference_bucket_resize,
 )
-from tests.imaging.test_decode import IMPERFECT_JPEGS, JPEG
-from tests.imaging.test_transform import assert_close
 
 BUCKETS_224 = ImageConfig(
     crop_and_resize=True,
@@ -231,5 +232,5 @@ def test_16_bit_colour_png_is_bucketed_at_16_bits_and_rgb8_as_upstream(
 def test_imperfect_jpeg_is_bucketed(case: str) -> None:
     payload, bucket = ImageProcessor(BUCKETS_224).process(IMPERFECT_JPEGS[case], StageTimes())
     assert bucket == (256, 192) and payload.size == bucket
-    clean = run(ImageProcessor(BUCKETS_224), JPEG)
+    clean = run(ImageProcessor(BUCKETS_224), CLEAN_JPEG)
     assert np.abs(payload.to_numpy().astype(int) - clean.astype(int)).mean() < 1.5

@@ -14,21 +14,8 @@ from datago.imaging.transform import (
     crop_box,
     to_rgb8,
 )
-from tests.imaging.images import photo_like, reference_bucket_resize
-
-# Tolerance against Pillow's replica of upstream (resize, then resample the fractional crop),
-# for photo-like images; edge-heavy ones differ more (test_process's line-art test).
-MAX_MEAN_ERROR = 1.5
-MAX_P999_ERROR = 8
-MAX_ERROR = 16
-
-
-def assert_close(out: np.ndarray, ref: np.ndarray) -> None:
-    assert out.shape == ref.shape and out.dtype == ref.dtype
-    error = np.abs(out.astype(np.int32) - ref.astype(np.int32))
-    assert error.mean() <= MAX_MEAN_ERROR
-    assert np.percentile(error, 99.9) <= MAX_P999_ERROR
-    assert error.max() <= MAX_ERROR
+from tests.helpers import assert_close, photo_like, reference_bucket_resize
+from tests.helpers.reference import MAX_MEAN_ERROR
 
 
 def test_cover_size_and_fractional_crop() -> None:

@@ -25,7 +25,7 @@ from datago.sources import dataroom
 from datago.sources.base import Partition, RawSample, SourceContext
 from datago.sources.dataroom import iter_dataroom
 from datago.stats import Stats
-from tests.conftest import encode, photo
+from tests.helpers import encode, photo
 
 TOKEN = "s3cret"
 SOURCES = {"alpha": 25, "beta": 20, "gamma": 5}

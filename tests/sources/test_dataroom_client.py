@@ -15,8 +15,7 @@ from PIL import Image
 
 from datago import DatagoClient, SourceError
 from datago.dataroom_server import make_app
-from tests.conftest import encode, photo
-from tests.sources.test_dataroom import write_catalogue
+from tests.helpers import encode, photo, write_catalogue
 
 TOKEN = "e2e-token"
 

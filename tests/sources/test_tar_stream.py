@@ -19,6 +19,7 @@ from datago.sources.tar_stream import (
     TarStreamParser,
     TruncatedTarError,
 )
+from tests.helpers import pax_member, raw_header, raw_member, raw_tar
 
 LONG_DIR = "a-directory-name-long-enough/" * 5  # 145 characters: too long for a v7 name field
 FILES = [
@@ -195,36 +196,6 @@ def test_a_fed_bytearray_may_be_reused_by_the_caller() -> None:
 
 
 # -- hostile or broken archives -------------------------------------------------------------
-
-
-def raw_header(name: bytes, size: int = 0, kind: bytes = b"0", size_field: bytes = b"") -> bytes:
-    """A ustar header written by hand, so that any name bytes and size field can go in."""
-    header = bytearray(BLOCK)
-    header[0 : min(len(name), 100)] = name[:100]
-    header[100:124] = b"0000644\x000000000\x000000000\x00"
-    header[124:136] = size_field or b"%011o\x00" % size
-    header[136:148] = b"00000000000\x00"
-    header[156:157] = kind
-    header[257:265] = b"ustar\x0000"
-    header[148:156] = b" " * 8
-    header[148:156] = b"%06o\x00 " % sum(header)
-    return bytes(header)
-
-
-def raw_member(name: bytes, data: bytes, kind: bytes = b"0") -> bytes:
-    return raw_header(name, len(data), kind) + data + bytes(-len(data) % BLOCK)
-
-
-def pax_member(path: bytes, data: bytes) -> bytes:
-    """A pax `path` record (any bytes, NUL included), then the member it names."""
-    record = b" path=" + path + b"\n"
-    length = len(record) + len(str(len(record)))
-    length += len(str(length)) - len(str(len(record)))
-    return raw_member(b"././@PaxHeader", b"%d" % length + record, b"x") + raw_member(b"x", data)
-
-
-def raw_tar(*members: bytes) -> bytes:
-    return b"".join(members) + bytes(2 * BLOCK)
 
 
 @pytest.mark.parametrize(

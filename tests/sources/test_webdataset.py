@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import gzip
 import io
-import json
 import random
 import tarfile
 import time
@@ -17,63 +16,25 @@ from typing import Any, BinaryIO
 
 import pytest
 
-from datago.config import Environment, WebDatasetSourceConfig
+from datago.config import Environment
 from datago.errors import SourceError
 from datago.sources import wds_groups, webdataset
 from datago.sources.base import Partition, RawSample, SourceContext
 from datago.sources.tar_stream import TarMember
 from datago.sources.webdataset import iter_webdataset
 from datago.stats import Stats
-from tests.conftest import encode, photo
-from tests.sources.test_tar_stream import pax_member, raw_member, raw_tar
-
-Members = dict[str, bytes]
-
-
-def jpeg(seed: int) -> bytes:
-    return encode(photo(24, 16, seed=seed), "JPEG", quality=90)
-
-
-def png(seed: int) -> bytes:
-    return encode(photo(20, 12, seed=seed), "PNG")
-
-
-def sample_members(index: int) -> Members:
-    """A typical webdataset sample: a JPEG, JSON metadata, a caption and a class."""
-    return {
-        "jpg": jpeg(index),
-        "json": json.dumps({"index": index, "tags": ["a", "b"]}).encode(),
-        "txt": f"caption {index}".encode(),
-        "cls": str(index % 7).encode(),
-    }
-
-
-def write_tar(
-    path: Path, samples: list[tuple[str, Members]], tar_format: int = tarfile.USTAR_FORMAT
-) -> Path:
-    """A shard with members `<key>.<ext>` in the given order."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(path, "w", format=tar_format) as tar:
-        for key, members in samples:
-            for extension, data in members.items():
-                info = tarfile.TarInfo(f"{key}.{extension}")
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-    return path
-
-
-def write_shards(folder: Path, shards: int, per_shard: int) -> tuple[str, list[str]]:
-    """`shards` shards `shard-000.tar`...; returns the brace pattern and every key in order."""
-    keys = []
-    for shard in range(shards):
-        samples = []
-        for i in range(per_shard):
-            index = shard * per_shard + i
-            key = f"s{index:04d}"
-            samples.append((key, sample_members(index)))
-            keys.append(key)
-        write_tar(folder / f"shard-{shard:03d}.tar", samples)
-    return str(folder / f"shard-{{000..{shards - 1:03d}}}.tar"), keys
+from tests.helpers import (
+    collect_wds,
+    pax_member,
+    raw_member,
+    raw_tar,
+    sample_members,
+    small_jpeg,
+    small_png,
+    wds_source,
+    write_shards,
+    write_tar,
+)
 
 
 def cut_inside(shard: Path, member: str, offset: int) -> None:
@@ -83,35 +44,9 @@ def cut_inside(shard: Path, member: str, offset: int) -> None:
     shard.write_bytes(shard.read_bytes()[: start + offset])
 
 
-def config(url: str | list[str], **options: Any) -> WebDatasetSourceConfig:
-    settings: dict[str, Any] = {"concurrent_downloads": 1, **options}
-    return WebDatasetSourceConfig(url=url, **settings)
-
-
-async def collect(
-    source: WebDatasetSourceConfig,
-    workers: Partition | None = None,
-    epoch: int = 0,
-    retries: int = 3,
-) -> tuple[list[RawSample], Stats]:
-    """Every sample the source yields (bounded in time), and the stats it left."""
-    stats = Stats()
-    with ThreadPoolExecutor(2) as executor:
-        ctx = SourceContext(
-            environment=Environment(max_retries=retries),
-            executor=executor,
-            stats=stats,
-            epoch=epoch,
-            workers=workers or Partition(),
-        )
-        async with asyncio.timeout(30):
-            samples = [sample async for sample in iter_webdataset(source, ctx)]
-    return samples, stats
-
-
 async def test_every_sample_once_in_shard_order_with_its_members(tmp_path: Path) -> None:
     pattern, keys = write_shards(tmp_path, 3, 5)
-    samples, stats = await collect(config(pattern))
+    samples, stats = await collect_wds(wds_source(pattern))
     assert [s.id for s in samples] == keys
     for index, sample in enumerate(samples):
         members = sample_members(index)
@@ -135,13 +70,13 @@ async def test_url_list_and_file_scheme(tmp_path: Path) -> None:
         f"file://{tmp_path}/shard-002.tar",
         f"FILE://{tmp_path}/shard-003.tar",  # schemes are case-insensitive
     ]
-    samples, _ = await collect(config(urls))
+    samples, _ = await collect_wds(wds_source(urls))
     assert [s.id for s in samples] == keys
 
 
 async def test_concurrent_downloads_deliver_everything_once(tmp_path: Path) -> None:
     pattern, keys = write_shards(tmp_path, 7, 6)
-    samples, _ = await collect(config(pattern, concurrent_downloads=3))
+    samples, _ = await collect_wds(wds_source(pattern, concurrent_downloads=3))
     assert sorted(s.id for s in samples) == keys
 
 
@@ -149,25 +84,35 @@ async def test_grouping_rules_images_masks_and_keys(tmp_path: Path) -> None:
     shard = write_tar(
         tmp_path / "mixed.tar",
         [
-            ("dir/s0007", {"png": png(1), "JPG": jpeg(7), "seg.png": png(2), "mask.png": png(3)}),
-            ("s0008", {"seg.png": png(4), "webp": b"webp bytes", "txt": "é".encode()}),
-            ("s0009", {"mask.png": png(5), "cls": b"3"}),  # a mask alone is no image
-            ("s0010", {"jpeg": jpeg(10), "extra.json": b'["x"]', "cls": b"not a number"}),
-            ("s0011", {"jpg": jpeg(11), "npy": b"\x93NUMPY\xff\xfe", "json": b"[1, 2]"}),
+            (
+                "dir/s0007",
+                {
+                    "png": small_png(1),
+                    "JPG": small_jpeg(7),
+                    "seg.png": small_png(2),
+                    "mask.png": small_png(3),
+                },
+            ),
+            ("s0008", {"seg.png": small_png(4), "webp": b"webp bytes", "txt": "é".encode()}),
+            ("s0009", {"mask.png": small_png(5), "cls": b"3"}),  # a mask alone is no image
+            ("s0010", {"jpeg": small_jpeg(10), "extra.json": b'["x"]', "cls": b"not a number"}),
+            ("s0011", {"jpg": small_jpeg(11), "npy": b"\x93NUMPY\xff\xfe", "json": b"[1, 2]"}),
         ],
     )
-    samples, stats = await collect(config(str(shard)))
+    samples, stats = await collect_wds(wds_source(str(shard)))
     by_id = {s.id: s for s in samples}
     assert list(by_id) == ["dir/s0007", "s0008", "s0010", "s0011"]
     first = by_id["dir/s0007"]
-    assert first.image == jpeg(7)  # `.JPG` is the reference jpg: extensions are case-insensitive
-    assert first.additional_images == {"png": png(1), "seg.png": png(2)}
-    assert first.masks == {"mask.png": png(3)}
+    assert first.image == small_jpeg(
+        7
+    )  # `.JPG` is the reference jpg: extensions are case-insensitive
+    assert first.additional_images == {"png": small_png(1), "seg.png": small_png(2)}
+    assert first.masks == {"mask.png": small_png(3)}
     second = by_id["s0008"]  # no reference image: the first image in tar order is the main one
-    assert second.image == png(4)
+    assert second.image == small_png(4)
     assert second.additional_images == {"webp": b"webp bytes"}
     assert second.attributes == {"txt": "é"}
-    assert by_id["s0010"].image == jpeg(10)  # jpeg stands for jpg
+    assert by_id["s0010"].image == small_jpeg(10)  # jpeg stands for jpg
     assert by_id["s0010"].attributes == {"extra.json": ["x"], "cls": "not a number"}
     assert by_id["s0011"].attributes == {"json": [1, 2]}  # binary npy ignored
     assert stats.skipped == 1
@@ -175,37 +120,40 @@ async def test_grouping_rules_images_masks_and_keys(tmp_path: Path) -> None:
 
 
 async def test_reference_image_type_picks_the_main_image(tmp_path: Path) -> None:
-    shard = write_tar(tmp_path / "a.tar", [("k", {"jpg": jpeg(1), "png": png(2)})])
-    samples, _ = await collect(config(str(shard), reference_image_type="PNG"))
-    assert samples[0].image == png(2)
-    assert samples[0].additional_images == {"jpg": jpeg(1)}
+    shard = write_tar(tmp_path / "a.tar", [("k", {"jpg": small_jpeg(1), "png": small_png(2)})])
+    samples, _ = await collect_wds(wds_source(str(shard), reference_image_type="PNG"))
+    assert samples[0].image == small_png(2)
+    assert samples[0].additional_images == {"jpg": small_jpeg(1)}
 
 
 async def test_repeated_extension_starts_a_new_sample(tmp_path: Path) -> None:
     shard = tmp_path / "dup.tar"
     with tarfile.open(shard, "w") as tar:
         for name, data in [
-            ("k.jpg", jpeg(1)),
-            ("k.jpg", jpeg(2)),
+            ("k.jpg", small_jpeg(1)),
+            ("k.jpg", small_jpeg(2)),
             ("nodot", b"x"),
             ("k.txt", b"t"),
         ]:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    samples, _ = await collect(config(str(shard)))
+    samples, _ = await collect_wds(wds_source(str(shard)))
     assert [(s.id, s.image, s.attributes) for s in samples] == [
-        ("k", jpeg(1), {}),
-        ("k", jpeg(2), {"txt": "t"}),
+        ("k", small_jpeg(1), {}),
+        ("k", small_jpeg(2), {"txt": "t"}),
     ]
 
 
 async def test_invalid_json_is_a_counted_skip(tmp_path: Path) -> None:
     shard = write_tar(
         tmp_path / "j.tar",
-        [("a", {"jpg": jpeg(1), "json": b"{broken"}), ("b", {"jpg": jpeg(2), "json": b"{}"})],
+        [
+            ("a", {"jpg": small_jpeg(1), "json": b"{broken"}),
+            ("b", {"jpg": small_jpeg(2), "json": b"{}"}),
+        ],
     )
-    samples, stats = await collect(config(str(shard)))
+    samples, stats = await collect_wds(wds_source(str(shard)))
     assert [s.id for s in samples] == ["b"]
     assert stats.skipped == 1
     assert list(stats.skip_reasons) == ["invalid metadata"]
@@ -215,9 +163,9 @@ async def test_long_names_in_gnu_and_pax_shards(tmp_path: Path) -> None:
     key = "a-long-directory-name/" * 6 + "sample"
     for tar_format in (tarfile.GNU_FORMAT, tarfile.PAX_FORMAT):
         shard = write_tar(tmp_path / f"{tar_format}.tar", [(key, sample_members(0))], tar_format)
-        samples, _ = await collect(config(str(shard)))
+        samples, _ = await collect_wds(wds_source(str(shard)))
         assert [s.id for s in samples] == [key]
-        assert samples[0].image == jpeg(0)
+        assert samples[0].image == small_jpeg(0)
 
 
 @pytest.mark.parametrize(("world_size", "workers"), [(1, 1), (2, 1), (3, 2), (2, 4), (4, 3)])
@@ -228,8 +176,8 @@ async def test_rank_by_worker_parts_are_disjoint_and_complete(
     seen: list[str] = []
     for rank in range(world_size):
         for worker in range(workers):
-            source = config(pattern, rank=rank, world_size=world_size)
-            samples, _ = await collect(source, Partition(worker, workers))
+            source = wds_source(pattern, rank=rank, world_size=world_size)
+            samples, _ = await collect_wds(source, Partition(worker, workers))
             assert samples, (rank, worker)
             seen += [s.id for s in samples]
     assert sorted(seen) == keys  # sorted equality: no duplicate, none missing
@@ -239,7 +187,7 @@ async def test_fewer_shards_than_parts_each_part_gets_a_share(tmp_path: Path) ->
     pattern, keys = write_shards(tmp_path, 1, 10)
     parts = []
     for rank in range(3):
-        samples, stats = await collect(config(pattern, rank=rank, world_size=3))
+        samples, stats = await collect_wds(wds_source(pattern, rank=rank, world_size=3))
         parts.append([s.id for s in samples])
         assert stats.skipped == 0
     assert parts == [keys[0::3], keys[1::3], keys[2::3]]
@@ -249,8 +197,8 @@ async def test_seeded_shuffle_is_reproducible_and_complete(tmp_path: Path) -> No
     pattern, keys = write_shards(tmp_path, 6, 8)
 
     async def order(seed: int | None, epoch: int = 0) -> list[str]:
-        source = config(pattern, random_sampling=True, seed=seed, shuffle_buffer_size=10)
-        samples, _ = await collect(source, epoch=epoch)
+        source = wds_source(pattern, random_sampling=True, seed=seed, shuffle_buffer_size=10)
+        samples, _ = await collect_wds(source, epoch=epoch)
         return [s.id for s in samples]
 
     first = await order(7)
@@ -265,8 +213,8 @@ async def test_seeded_shuffle_keeps_parts_disjoint(tmp_path: Path) -> None:
     pattern, keys = write_shards(tmp_path, 6, 3)
     seen: list[str] = []
     for rank in range(4):
-        source = config(pattern, random_sampling=True, seed=3, rank=rank, world_size=4)
-        samples, _ = await collect(source)
+        source = wds_source(pattern, random_sampling=True, seed=3, rank=rank, world_size=4)
+        samples, _ = await collect_wds(source)
         seen += [s.id for s in samples]
     assert sorted(seen) == keys
 
@@ -292,7 +240,7 @@ async def test_truncated_shard_keeps_complete_samples(
 ) -> None:
     pattern, keys = write_shards(tmp_path, 2, 6)
     cut_inside(tmp_path / "shard-000.tar", member, offset)
-    samples, stats = await collect(config(pattern))
+    samples, stats = await collect_wds(wds_source(pattern))
     assert [s.id for s in samples] == keys[: keys.index(partial)] + keys[6:]
     assert all(s.attributes["txt"] == f"caption {int(s.id[1:])}" for s in samples)
     assert stats.source_errors == 1
@@ -305,16 +253,16 @@ async def test_truncated_shard_keeps_complete_samples(
 async def test_missing_shard_is_counted_and_the_others_go_on(tmp_path: Path) -> None:
     pattern, keys = write_shards(tmp_path, 3, 2)
     (tmp_path / "shard-001.tar").unlink()
-    samples, stats = await collect(config(pattern))
+    samples, stats = await collect_wds(wds_source(pattern))
     assert [s.id for s in samples] == keys[:2] + keys[4:]
     assert stats.source_errors == 1
 
 
 async def test_all_shards_failing_raises_source_error(tmp_path: Path) -> None:
     (tmp_path / "bad.tar").write_bytes(b"<html>error page</html>" * 100)
-    source = config([str(tmp_path / "missing-{0..2}.tar"), str(tmp_path / "bad.tar")])
+    source = wds_source([str(tmp_path / "missing-{0..2}.tar"), str(tmp_path / "bad.tar")])
     with pytest.raises(SourceError, match="all 4 webdataset shard"):
-        await collect(source)
+        await collect_wds(source)
 
 
 @pytest.mark.parametrize("random_sampling", [False, True])
@@ -324,7 +272,7 @@ async def test_all_shards_truncated_delivers_what_it_can_then_raises(
     pattern, keys = write_shards(tmp_path, 2, 5)
     cut_inside(tmp_path / "shard-000.tar", "s0004.jpg", 100)
     cut_inside(tmp_path / "shard-001.tar", "s0009.jpg", 100)
-    source = config(pattern, random_sampling=random_sampling, seed=1)
+    source = wds_source(pattern, random_sampling=random_sampling, seed=1)
     stats = Stats()
     ids: list[str] = []
     with ThreadPoolExecutor(2) as executor:
@@ -347,7 +295,7 @@ async def test_parts_sharing_a_shard_agree_on_sample_boundaries(tmp_path: Path) 
             tar.addfile(info, io.BytesIO(bytes([index])))
     parts = []
     for rank in range(2):
-        samples, _ = await collect(config(str(shard), rank=rank, world_size=2))
+        samples, _ = await collect_wds(wds_source(str(shard), rank=rank, world_size=2))
         parts.append([(s.id, s.image) for s in samples])
     assert parts == [
         [("a", b"\x00"), ("b", b"\x03"), ("b", b"\x05")],
@@ -363,11 +311,11 @@ async def test_gzipped_shards_are_read_and_a_cut_one_is_counted(tmp_path: Path) 
         if index == 1:
             packed = packed[: len(packed) * 2 // 3]
         shard.with_suffix(".tgz").write_bytes(packed)
-    samples, stats = await collect(config(pattern.replace(".tar", ".tgz")))
+    samples, stats = await collect_wds(wds_source(pattern.replace(".tar", ".tgz")))
     ids = [s.id for s in samples]
     assert ids[:4] == keys[:4] and ids[-4:] == keys[8:]
     assert set(ids[4:-4]) < set(keys[4:8])
-    assert samples[0].image == jpeg(0)
+    assert samples[0].image == small_jpeg(0)
     assert stats.source_errors == 1
 
 
@@ -385,7 +333,7 @@ async def test_cancelled_while_opening_a_shard_leaves_no_file_open(
     monkeypatch.setattr(webdataset, "_open", slow_open)
     with ThreadPoolExecutor(2) as executor:
         ctx = SourceContext(environment=Environment(), executor=executor, stats=Stats())
-        task = asyncio.create_task(collect_from(iter_webdataset(config(pattern), ctx)))
+        task = asyncio.create_task(collect_from(iter_webdataset(wds_source(pattern), ctx)))
         await asyncio.sleep(0.05)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -402,20 +350,24 @@ async def test_bad_member_names_make_counted_skips(tmp_path: Path) -> None:
     shard = tmp_path / "names.tar"
     shard.write_bytes(
         raw_tar(
-            raw_member(b"a.jpg", jpeg(1)),
+            raw_member(b"a.jpg", small_jpeg(1)),
             raw_member(b"../../etc/passwd", b"root:x:0:0"),  # no extension: still counted
-            raw_member(b"../../evil.jpg", jpeg(2)),
-            raw_member(b"/abs/olute.jpg", jpeg(3)),
-            raw_member(b"b.jpg", jpeg(4)),
-            raw_member(b"bad\xff.jpg", jpeg(5)),  # not UTF-8
+            raw_member(b"../../evil.jpg", small_jpeg(2)),
+            raw_member(b"/abs/olute.jpg", small_jpeg(3)),
+            raw_member(b"b.jpg", small_jpeg(4)),
+            raw_member(b"bad\xff.jpg", small_jpeg(5)),  # not UTF-8
             raw_member(b"bad\xff.txt", b"caption"),  # the same sample: one skip
-            pax_member(b"nul\x00.jpg", jpeg(6)),
-            pax_member(b"n" * 5000 + b".jpg", jpeg(7)),
-            raw_member(b"./c.jpg", jpeg(8)),  # `./` as written by `tar -C dir .`: fine
+            pax_member(b"nul\x00.jpg", small_jpeg(6)),
+            pax_member(b"n" * 5000 + b".jpg", small_jpeg(7)),
+            raw_member(b"./c.jpg", small_jpeg(8)),  # `./` as written by `tar -C dir .`: fine
         )
     )
-    samples, stats = await collect(config(str(shard)))
-    assert [(s.id, s.image) for s in samples] == [("a", jpeg(1)), ("b", jpeg(4)), ("./c", jpeg(8))]
+    samples, stats = await collect_wds(wds_source(str(shard)))
+    assert [(s.id, s.image) for s in samples] == [
+        ("a", small_jpeg(1)),
+        ("b", small_jpeg(4)),
+        ("./c", small_jpeg(8)),
+    ]
     assert stats.skipped == 6
     assert stats.skip_reasons == {"bad member name": 6}
     assert stats.source_errors == 0
@@ -427,7 +379,7 @@ async def test_parts_sharing_a_shard_count_bad_names_as_groups(tmp_path: Path) -
     shard.write_bytes(raw_tar(*(raw_member(n, bytes([i])) for i, n in enumerate(names))))
     parts = []
     for rank in range(2):
-        samples, stats = await collect(config(str(shard), rank=rank, world_size=2))
+        samples, stats = await collect_wds(wds_source(str(shard), rank=rank, world_size=2))
         parts.append(([s.id for s in samples], stats.skipped))
     assert parts == [(["a", "c"], 0), (["d"], 1)]
 
@@ -440,17 +392,17 @@ async def test_a_gzipped_shard_read_byte_by_byte_ends_cleanly(
     _, keys = write_shards(tmp_path, 1, 3)
     shard = tmp_path / "shard-000.tar"
     (tmp_path / "shard.tgz").write_bytes(gzip.compress(shard.read_bytes()))
-    samples, stats = await collect(config(str(tmp_path / "shard.tgz")))
+    samples, stats = await collect_wds(wds_source(str(tmp_path / "shard.tgz")))
     assert [s.id for s in samples] == keys
     assert (stats.source_errors, stats.skipped) == (0, 0)
 
 
 async def test_a_corrupt_header_keeps_the_samples_read_before_it(tmp_path: Path) -> None:
     shard = tmp_path / "corrupt.tar"
-    members = [raw_member(f"k{i}.jpg".encode(), jpeg(i)) for i in range(4)]
-    shard.write_bytes(b"".join(members) + b"\x01" * 512 + raw_member(b"k9.jpg", jpeg(9)))
+    members = [raw_member(f"k{i}.jpg".encode(), small_jpeg(i)) for i in range(4)]
+    shard.write_bytes(b"".join(members) + b"\x01" * 512 + raw_member(b"k9.jpg", small_jpeg(9)))
     good = write_tar(tmp_path / "good.tar", [("g", sample_members(0))])
-    samples, stats = await collect(config([str(shard), str(good)]))
+    samples, stats = await collect_wds(wds_source([str(shard), str(good)]))
     # k3 is whole, but only the next member's header could tell: it is a counted skip
     assert [s.id for s in samples] == ["k0", "k1", "k2", "g"]
     assert (stats.source_errors, stats.skip_reasons) == (1, {"shard fault": 1})
@@ -473,10 +425,10 @@ async def test_the_order_does_not_depend_on_download_timing(
     slots = [[k for shard in shards[slot::3] for k in shard] for slot in range(3)]  # j, j+3, j+6
     expected = [slot[i] for i in range(max(map(len, slots))) for slot in slots if i < len(slot)]
     for _ in range(3):
-        samples, _ = await collect(config(pattern, concurrent_downloads=3))
+        samples, _ = await collect_wds(wds_source(pattern, concurrent_downloads=3))
         assert [s.id for s in samples] == expected
-    shuffled = config(pattern, concurrent_downloads=3, random_sampling=True, seed=4)
-    orders = [[s.id for s in (await collect(shuffled))[0]] for _ in range(3)]
+    shuffled = wds_source(pattern, concurrent_downloads=3, random_sampling=True, seed=4)
+    orders = [[s.id for s in (await collect_wds(shuffled))[0]] for _ in range(3)]
     assert orders[0] == orders[1] == orders[2] != keys
 
 
@@ -487,10 +439,10 @@ async def test_dotted_names_make_an_oversized_sample_a_counted_skip(
     dotted = [raw_member(f"img.{i:04d}.jpg".encode(), bytes([i % 256])) for i in range(count)]
     shard = tmp_path / "dotted.tar"
     shard.write_bytes(
-        raw_tar(raw_member(b"a.jpg", jpeg(1)), *dotted, raw_member(b"b.jpg", jpeg(2)))
+        raw_tar(raw_member(b"a.jpg", small_jpeg(1)), *dotted, raw_member(b"b.jpg", small_jpeg(2)))
     )
-    samples, stats = await collect(config(str(shard)))
-    assert [(s.id, s.image) for s in samples] == [("a", jpeg(1)), ("b", jpeg(2))]
+    samples, stats = await collect_wds(wds_source(str(shard)))
+    assert [(s.id, s.image) for s in samples] == [("a", small_jpeg(1)), ("b", small_jpeg(2))]
     assert (stats.skipped, stats.skip_reasons, stats.source_errors) == (
         1,
         {"oversized sample": 1},

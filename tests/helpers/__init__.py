@@ -1,0 +1,94 @@
+"""The test toolbox: builders of real data and ONE loopback server. Test modules import from here
+(or its modules), never from one another; `tests/conftest.py` holds only fixtures.
+
+- `images`: `photo` (PIL), `photo_like` / `line_art` (arrays), `encode`, `small_jpeg`,
+  `small_png`, `CLEAN_JPEG` / `IMPERFECT_JPEGS`, `png_bytes` / `png_file` (hand-written PNGs),
+  `write_images` (a folder of JPEG/PNG), `big_jpegs` (12 MP JPEGs).
+- `reference`: `reference_bucket_resize` (upstream's resize replicated), `assert_close`.
+- `shards`: `sample_members`, `write_tar`, `write_shards`, `shard_files` (shards as bytes to
+  serve), hand-written tar: `raw_header`, `raw_member`, `pax_member`, `raw_tar`.
+- `configs`: `file_config` (a `file` source), `wds_source` (a `WebDatasetSourceConfig`).
+- `reading`: `ids_of(client, count)`, `collect_wds(source)`, `datago_threads()`.
+- `dataroom`: `write_catalogue`, `write_catalogue_with_latents` (folders the dataroom folder
+  server serves).
+- `servers`: `Server` (aiohttp on 127.0.0.1; `async with` on the test's loop, `with` in a
+  thread; `Server.files(files, ranges=)`, `Server.handler(handle)`, `Server(app)`), its request
+  log `Server.requests` of `Logged` (path, query, headers, range, attempt, status, bytes sent,
+  fault, start/end), `free_port`.
+- `faults`: `Fault` (error, reset, hang, cut, stall, delay, trickle, slow_tail, change) and
+  the rules that pick requests for it: `always`, `first`, `script`, or any function of `Logged`.
+"""
+
+from tests.helpers.configs import file_config, wds_source
+from tests.helpers.dataroom import write_catalogue, write_catalogue_with_latents
+from tests.helpers.faults import Fault, Rule, always, first, script, until_hung_up
+from tests.helpers.images import (
+    CLEAN_JPEG,
+    IMPERFECT_JPEGS,
+    big_jpegs,
+    encode,
+    line_art,
+    photo,
+    photo_like,
+    png_bytes,
+    png_file,
+    small_jpeg,
+    small_png,
+    write_images,
+)
+from tests.helpers.reading import collect_wds, datago_threads, ids_of
+from tests.helpers.reference import assert_close, reference_bucket_resize
+from tests.helpers.servers import Logged, Server, byte_range, files_app, free_port
+from tests.helpers.shards import (
+    pax_member,
+    raw_header,
+    raw_member,
+    raw_tar,
+    sample_members,
+    shard_files,
+    write_shards,
+    write_tar,
+)
+
+__all__ = [
+    "CLEAN_JPEG",
+    "IMPERFECT_JPEGS",
+    "Fault",
+    "Logged",
+    "Rule",
+    "Server",
+    "always",
+    "assert_close",
+    "big_jpegs",
+    "byte_range",
+    "collect_wds",
+    "datago_threads",
+    "encode",
+    "file_config",
+    "files_app",
+    "first",
+    "free_port",
+    "ids_of",
+    "line_art",
+    "pax_member",
+    "photo",
+    "photo_like",
+    "png_bytes",
+    "png_file",
+    "raw_header",
+    "raw_member",
+    "raw_tar",
+    "reference_bucket_resize",
+    "sample_members",
+    "script",
+    "shard_files",
+    "small_jpeg",
+    "small_png",
+    "until_hung_up",
+    "wds_source",
+    "write_catalogue",
+    "write_catalogue_with_latents",
+    "write_images",
+    "write_shards",
+    "write_tar",
+]
