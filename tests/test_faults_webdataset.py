@@ -1,6 +1,6 @@
 """Webdataset faults end to end through `DatagoClient`: a loopback server that misbehaves.
 
-`ChaosServer` answers ~10 % of requests with a fault: a 5xx status, a connection reset
+`Chaos` breaks ~10 % of a loopback `Server`'s requests: a 5xx status, a connection reset
 (RST), a body that stalls past the (lowered) stall timeout, or a body cut short. The fault
 of a request is drawn from an rng seeded with (seed, shard, attempt), so a run is the same
 whatever the download timing; a request after a fault never faults, so retries (Range
@@ -10,12 +10,9 @@ run, with its own content.
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import io
 import random
-import socket
-import struct
 import tarfile
 import time
 from collections import Counter
@@ -25,15 +22,22 @@ from typing import Any
 
 import numpy as np
 import pytest
-from aiohttp import web
 from PIL import Image
 
 from datago import DatagoClient
 from datago.sources import gzip_stream, webdataset
-from tests.sources.test_tar_stream import pax_member, raw_header, raw_member, raw_tar
-from tests.sources.test_webdataset import sample_members, write_tar
-from tests.sources.test_webdataset_http import serving_in_thread
-from tests.test_resume import ids_of
+from tests.helpers import (
+    Fault,
+    Logged,
+    Server,
+    ids_of,
+    pax_member,
+    raw_header,
+    raw_member,
+    raw_tar,
+    sample_members,
+    write_tar,
+)
 
 SHARDS, PER_SHARD = 20, 8
 FAULTS = ("status", "reset", "stall", "truncate")
@@ -47,25 +51,22 @@ def fast_faults(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @dataclass
-class ChaosServer:
-    """Serves `files` (with Range), injecting a seeded fault into ~`rate` of the requests."""
+class Chaos:
+    """A fault rule: a seeded fault for ~`rate` of the requests, never twice in a row per shard."""
 
     files: dict[str, bytes]
     rate: float = 0.1
     seed: int = 0
     always_500: set[str] = field(default_factory=set)
-    requests: Counter[str] = field(default_factory=Counter)
     faults: Counter[str] = field(default_factory=Counter)
     faulted: set[str] = field(default_factory=set)
     """Shards whose last request faulted: their next one is served cleanly."""
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        name = request.match_info["name"]
-        self.requests[name] += 1
+    def __call__(self, seen: Logged) -> Fault | None:
+        name = seen.name
         if name in self.always_500:
-            return web.Response(status=500)
-        data = self.files[name]
-        rng = random.Random(f"{self.seed}:{name}:{self.requests[name]}")
+            return Fault.error(500)
+        rng = random.Random(f"{self.seed}:{name}:{seen.attempt + 1}")
         fault = None
         if name not in self.faulted and rng.random() < self.rate:
             fault = rng.choice(FAULTS)
@@ -73,37 +74,15 @@ class ChaosServer:
             self.faulted.add(name)
         else:
             self.faulted.discard(name)
-        if fault == "status":
-            return web.Response(status=rng.choice([500, 502, 503]))
-        transport = request.transport
-        assert transport is not None
-        if fault == "reset":
-            sock = transport.get_extra_info("socket")
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            transport.abort()  # with linger 0: an RST, not a FIN
-            return web.Response(text="never sent")
-        start = int(request.headers.get("Range", "bytes=0-")[6:].rstrip("-"))
-        headers = {"Accept-Ranges": "bytes"}
-        if start:
-            headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
-        response = web.StreamResponse(status=206 if start else 200, headers=headers)
-        response.content_length = len(data) - start
-        await response.prepare(request)
-        body = data[start:]
         if fault is None:
-            await response.write(body)
-            await response.write_eof()
-            return response
+            return None
+        if fault == "status":
+            return Fault.error(rng.choice([500, 502, 503]))
+        if fault == "reset":
+            return Fault.reset(rst=True)  # an RST, not a FIN
         # Cut in the first half, before the archive's end: then a retry is always needed.
-        await response.write(body[: rng.randrange(len(body) // 2)])
-        if fault == "stall":  # until the client gives up waiting
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                if transport.is_closing():
-                    break
-                await asyncio.sleep(0.02)
-        transport.close()
-        return response
+        at = rng.randrange((len(self.files[name]) - seen.range_start) // 2)
+        return Fault.stall(at) if fault == "stall" else Fault.cut(at)  # stall: until given up
 
 
 def write_dataset(folder: Path) -> tuple[dict[str, bytes], list[str]]:
@@ -168,16 +147,17 @@ def test_transient_faults_deliver_every_good_sample_once_in_order(
     files, keys = write_dataset(tmp_path)
     pattern = f"shard-{{000..{SHARDS - 1:03d}}}.tar"
     clean, _ = read_all(client_config(str(tmp_path / pattern), concurrent_downloads=downloads))
-    server = ChaosServer(files, seed=seed)
+    chaos = Chaos(files, seed=seed)
     started = time.monotonic()
-    with serving_in_thread(server) as base:
+    with Server.files(files, fault=chaos) as server:
+        base = server.url
         samples, stats = read_all(client_config(base + pattern, concurrent_downloads=downloads))
     assert time.monotonic() - started < 15
     assert [s.id for s in samples] == [s.id for s in clean]  # faults do not change the order
     assert sorted(s.id for s in samples) == keys
     check_contents(samples, files)
-    assert set(server.faults) == set(FAULTS)  # every kind happened (the seed makes it so)
-    assert sum(server.requests.values()) == len(files) + sum(server.faults.values())
+    assert set(chaos.faults) == set(FAULTS)  # every kind happened (the seed makes it so)
+    assert len(server.requests) == len(files) + sum(chaos.faults.values())
     assert (stats.samples, stats.skipped, stats.source_errors) == (len(keys), 2, 0)
     assert set(stats.skip_reasons) == {"DecodeError"}
 
@@ -187,11 +167,11 @@ def test_a_shard_that_always_fails_is_counted_and_the_rest_arrive_once(
 ) -> None:
     monkeypatch.setenv("DATAGO_MAX_RETRIES", "3")
     files, keys = write_dataset(tmp_path)
-    server = ChaosServer(files, seed=3, always_500={"shard-006.tar"})
+    chaos = Chaos(files, seed=3, always_500={"shard-006.tar"})
     lost = {f"s{i:04d}" for i in range(6 * PER_SHARD, 7 * PER_SHARD)}
     started = time.monotonic()
-    with serving_in_thread(server) as base:
-        config = client_config(base + f"shard-{{000..{SHARDS - 1:03d}}}.tar")
+    with Server.files(files, fault=chaos) as server:
+        config = client_config(server.url + f"shard-{{000..{SHARDS - 1:03d}}}.tar")
         samples, stats = read_all(config)
     assert time.monotonic() - started < 15
     ids = [s.id for s in samples]
@@ -205,7 +185,7 @@ def test_a_shard_that_always_fails_is_counted_and_the_rest_arrive_once(
     expected = [slot[i] for i in range(max(map(len, slots))) for slot in slots if i < len(slot)]
     assert ids == [key for key in expected if key not in CORRUPT]
     check_contents(samples, files)
-    assert server.requests["shard-006.tar"] == 3  # DATAGO_MAX_RETRIES attempts, then lost
+    assert server.per_name()["shard-006.tar"] == 3  # DATAGO_MAX_RETRIES attempts, then lost
     assert (stats.source_errors, stats.skipped) == (1, 2)
 
 
@@ -213,13 +193,13 @@ def test_resume_across_different_faults_is_exact(tmp_path: Path) -> None:
     files, keys = write_dataset(tmp_path)
     pattern = f"shard-{{000..{SHARDS - 1:03d}}}.tar"
     source = {"concurrent_downloads": 4, "random_sampling": True, "seed": 1}
-    with serving_in_thread(ChaosServer(files, seed=8)) as base:
-        config = client_config(base + pattern, **source)
+    with Server.files(files, fault=Chaos(files, seed=8)) as server:
+        config = client_config(server.url + pattern, **source)
         with DatagoClient(config) as client:
             head = ids_of(client, 70)
             state = client.state_dict()
-    with serving_in_thread(ChaosServer(files, seed=9, rate=0.2)) as base:
-        config = client_config(base + pattern, **source)
+    with Server.files(files, fault=Chaos(files, seed=9, rate=0.2)) as server:
+        config = client_config(server.url + pattern, **source)
         with DatagoClient(config) as client:
             client.load_state_dict(state)
             rest = ids_of(client)

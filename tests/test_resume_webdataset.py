@@ -17,9 +17,7 @@ import pytest
 
 from datago import DatagoClient
 from datago.sources import webdataset
-from tests.sources.test_webdataset import sample_members, write_tar
-from tests.sources.test_webdataset_http import ShardServer, serving_in_thread
-from tests.test_resume import ids_of
+from tests.helpers import Server, ids_of, sample_members, write_tar
 
 SHARDS, PER_SHARD = 6, 5
 GOOD = SHARDS * PER_SHARD - 2  # less the corrupt JPEG and the sample without an image
@@ -54,8 +52,8 @@ def shard_url(folder: Path, transport: str) -> Iterator[str]:
     if transport == "local":
         yield str(folder / pattern)
         return
-    with serving_in_thread(ShardServer(files)) as base:
-        yield base + pattern
+    with Server.files(files) as server:
+        yield server.url + pattern
 
 
 def wds_config(url: str, **options: Any) -> dict[str, Any]:

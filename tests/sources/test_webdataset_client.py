@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import io
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from aiohttp import web
 from PIL import Image
 
 from datago import DatagoClient
-from tests.sources.test_webdataset import png, sample_members, write_shards, write_tar
-from tests.sources.test_webdataset_http import (
-    ShardServer,
-    serving,
-    serving_in_thread,
+from tests.helpers import (
+    Fault,
+    Server,
+    always,
+    sample_members,
     shard_files,
+    small_png,
+    write_shards,
+    write_tar,
 )
 
 
@@ -44,7 +45,7 @@ def test_client_decodes_local_shards_with_a_limit(tmp_path: Path) -> None:
 
 
 def test_client_masks_and_extra_images_share_the_bucket(tmp_path: Path) -> None:
-    members = {"png": png(1), "seg.png": png(2), "mask.png": png(3)}
+    members = {"png": small_png(1), "seg.png": small_png(2), "mask.png": small_png(3)}
     write_tar(tmp_path / "m.tar", [("k", members)])
     config = {
         "source_type": "webdataset",
@@ -52,14 +53,17 @@ def test_client_masks_and_extra_images_share_the_bucket(tmp_path: Path) -> None:
     }
     with DatagoClient(config) as client:
         (sample,) = list(client)
-    np.testing.assert_array_equal(sample.image.to_numpy(), pixels(png(1)))
-    np.testing.assert_array_equal(sample.additional_images["seg.png"].to_numpy(), pixels(png(2)))
+    np.testing.assert_array_equal(sample.image.to_numpy(), pixels(small_png(1)))
+    np.testing.assert_array_equal(
+        sample.additional_images["seg.png"].to_numpy(), pixels(small_png(2))
+    )
     assert set(sample.masks) == {"mask.png"}
 
 
 async def test_client_over_http(tmp_path: Path) -> None:
     files, keys = shard_files(tmp_path, 4, 3)
-    async with serving(ShardServer(files)) as base:
+    async with Server.files(files) as server:
+        base = server.url
         config = {
             "source_type": "webdataset",
             "source_config": {"url": base + "shard-{000..003}.tar"},
@@ -74,28 +78,11 @@ async def test_client_over_http(tmp_path: Path) -> None:
     assert sorted(ids) == keys
 
 
-@dataclass
-class OverlapServer:
-    """Serves `files` after a pause, recording the most requests it had in flight at once."""
-
-    files: dict[str, bytes]
-    in_flight: int = 0
-    most: int = 0
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        self.in_flight += 1
-        self.most = max(self.most, self.in_flight)
-        try:
-            await asyncio.sleep(0.5)  # every slot starts its first shard meanwhile
-            return web.Response(body=self.files[request.match_info["name"]])
-        finally:
-            self.in_flight -= 1
-
-
 def test_concurrent_downloads_0_means_8_slots_end_to_end(tmp_path: Path) -> None:
     files, keys = shard_files(tmp_path, 10, 3)
-    server = OverlapServer(files)
-    with serving_in_thread(server) as base:
+    # Each answer comes after a pause: every slot starts its first shard meanwhile.
+    with Server.files(files, fault=always(Fault.delay(0.5))) as server:
+        base = server.url
         config = {
             "source_type": "webdataset",
             "source_config": {"url": base + "shard-{000..009}.tar", "concurrent_downloads": 0},
@@ -103,7 +90,7 @@ def test_concurrent_downloads_0_means_8_slots_end_to_end(tmp_path: Path) -> None
         with DatagoClient(config) as client:
             ids = [sample.id for sample in client]
             stats = client.stats
-    assert server.most == 8
+    assert server.most_at_once() == 8
     # slot j streams shards j and j + 8; samples come round-robin over the 8 slots
     slots = [[k for s in (j, j + 8) if s < 10 for k in keys[3 * s : 3 * s + 3]] for j in range(8)]
     assert ids == [slot[i] for i in range(6) for slot in slots if i < len(slot)]
