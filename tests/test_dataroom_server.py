@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -12,11 +12,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp import web
+from yarl import URL
 
 from datago.dataroom_server import make_app, scan_folder
-from tests.helpers import encode, photo
+from tests.helpers import Server, encode, free_port, photo
 
 
 @pytest.fixture
@@ -46,13 +48,42 @@ def folder(tmp_path: Path) -> Path:
     return root
 
 
+class Client:
+    """Asks a loopback `Server` of the app by path, as aiohttp's TestClient does."""
+
+    def __init__(self, server: Server, session: aiohttp.ClientSession) -> None:
+        self.root = URL(server.url.rstrip("/"))
+        self.session = session
+        self.responses: list[aiohttp.ClientResponse] = []
+
+    def make_url(self, path: str) -> URL:
+        return self.root.join(URL(path))
+
+    async def get(self, path: str, **options: Any) -> aiohttp.ClientResponse:
+        response = await self.session.get(self.make_url(path), **options)
+        self.responses.append(response)
+        return response
+
+
+@contextlib.asynccontextmanager
+async def asking(app: web.Application) -> AsyncIterator[Client]:
+    """The app on 127.0.0.1, and a client of it; every response is released at the end."""
+    async with Server(app) as server, aiohttp.ClientSession() as session:
+        client = Client(server, session)
+        try:
+            yield client
+        finally:
+            for response in client.responses:
+                response.release()
+
+
 @pytest.fixture
-async def client(folder: Path) -> AsyncIterator[TestClient[Any, Any]]:
-    async with TestClient(TestServer(make_app(folder, seed=1), host="127.0.0.1")) as test_client:
+async def client(folder: Path) -> AsyncIterator[Client]:
+    async with asking(make_app(folder, seed=1)) as test_client:
         yield test_client
 
 
-async def get(client: TestClient[Any, Any], path: str, status: int = 200, **params: Any) -> Any:
+async def get(client: Client, path: str, status: int = 200, **params: Any) -> Any:
     response = await client.get(path, params=params)
     assert response.status == status, await response.text()
     return await response.json()
@@ -103,16 +134,14 @@ async def test_sidecar_fields_of_a_wrong_type_are_left_out_with_a_warning(
     )
     assert left_out[-1].endswith("wrong.json: tags must be a list of strings, got 'hq'")
     app = make_app(tmp_path)  # no crash at startup
-    async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
+    async with asking(app) as test_client:
         body = await get(test_client, "/api/images/", fields="tags,coca_embedding")
     assert [item["tags"] for item in body["results"]] == [["hq"], [], [], []]
     assert body["results"][0]["coca_embedding"] == {"vector": [1.0, 0.5], "author": "local"}
     assert [item["coca_embedding"] for item in body["results"][1:]] == [None] * 3
 
 
-async def test_cursor_pages_end_with_an_empty_page(
-    client: TestClient[Any, Any], folder: Path
-) -> None:
+async def test_cursor_pages_end_with_an_empty_page(client: Client, folder: Path) -> None:
     ids, url, pages = [], "/api/images/?page_size=3&fields=id", 0
     while url:
         response = await client.get(url)
@@ -132,13 +161,13 @@ async def test_cursor_pages_end_with_an_empty_page(
 
 
 @pytest.mark.parametrize("page_size", ["0", "2001", "x"])
-async def test_bad_page_size_is_a_400(client: TestClient[Any, Any], page_size: str) -> None:
+async def test_bad_page_size_is_a_400(client: Client, page_size: str) -> None:
     body = await get(client, "/api/images/", 400, page_size=page_size)
     assert "page_size" in body["detail"]
     await get(client, "/api/images/random/", 400, page_size=page_size)
 
 
-async def test_fields_default_selection_and_unknown_names(client: TestClient[Any, Any]) -> None:
+async def test_fields_default_selection_and_unknown_names(client: Client) -> None:
     (first,) = (await get(client, "/api/images/", page_size=1))["results"]
     assert list(first) == [
         "id", "source", "image_direct_url", "width", "height", "short_edge", "pixel_count",
@@ -195,9 +224,7 @@ async def test_fields_default_selection_and_unknown_names(client: TestClient[Any
         ({"prefix_length": "3", "sources": "local"}, ["a.jpg", "b.png", "c.jpg", "img.v2.jpg"]),
     ],
 )
-async def test_filters(
-    client: TestClient[Any, Any], params: dict[str, Any], expected: list[str]
-) -> None:
+async def test_filters(client: Client, params: dict[str, Any], expected: list[str]) -> None:
     body = await get(client, "/api/images/", fields="id", **params)
     assert [item["id"] for item in body["results"]] == expected
 
@@ -217,9 +244,7 @@ async def test_filters(
         {"partitions_count": "4", "partition": "4"},
     ],
 )
-async def test_bad_filter_values_are_a_400(
-    client: TestClient[Any, Any], params: dict[str, Any]
-) -> None:
+async def test_bad_filter_values_are_a_400(client: Client, params: dict[str, Any]) -> None:
     detail = (await get(client, "/api/images/", 400, **params))["detail"]
     assert any(key in detail for key in params), detail
 
@@ -243,7 +268,7 @@ async def test_bad_filter_values_are_a_400(
     ],
 )
 async def test_dataroom_parameters_not_supported_here_are_a_400(
-    client: TestClient[Any, Any], path: str, key: str, value: str
+    client: Client, path: str, key: str, value: str
 ) -> None:
     body = await get(client, f"/api/{path}", 400, **{key: value, "sources": "local"})
     assert body["detail"] == (
@@ -253,7 +278,7 @@ async def test_dataroom_parameters_not_supported_here_are_a_400(
 
 
 @pytest.mark.parametrize("cmp", ["match", "match_phrase", "prefix", "not_prefix"])
-async def test_text_attribute_comparators_are_a_400(client: TestClient[Any, Any], cmp: str) -> None:
+async def test_text_attribute_comparators_are_a_400(client: Client, cmp: str) -> None:
     body = await get(client, "/api/images/", 400, attributes=f"kind__{cmp}:photo")
     assert body["detail"] == f"attributes comparator '{cmp}' is not supported by this server"
     body = await get(client, "/api/images/", 400, attributes="kind__near:photo")
@@ -265,7 +290,7 @@ async def test_text_attribute_comparators_are_a_400(client: TestClient[Any, Any]
 
 @pytest.mark.parametrize("count", [2, 3, 7, 48])
 async def test_partitions_are_disjoint_and_complete(
-    client: TestClient[Any, Any], folder: Path, count: int
+    client: Client, folder: Path, count: int
 ) -> None:
     parts = [
         [
@@ -281,7 +306,7 @@ async def test_partitions_are_disjoint_and_complete(
 
 
 async def test_random_pages_draw_matching_items_without_next(
-    client: TestClient[Any, Any],
+    client: Client,
 ) -> None:
     seen: set[str] = set()
     for _ in range(20):
@@ -294,7 +319,7 @@ async def test_random_pages_draw_matching_items_without_next(
     assert body == {"next": None, "results": []}
 
 
-async def test_media_bytes_and_unknown_paths(client: TestClient[Any, Any], folder: Path) -> None:
+async def test_media_bytes_and_unknown_paths(client: Client, folder: Path) -> None:
     (item,) = (await get(client, "/api/images/", page_size=1, sources="beach"))["results"]
     response = await client.get(item["image_direct_url"].removeprefix(str(client.make_url(""))))
     assert response.status == 200
@@ -308,7 +333,7 @@ async def test_media_bytes_and_unknown_paths(client: TestClient[Any, Any], folde
 
 async def test_token_is_required_for_the_api_only(folder: Path) -> None:
     app = make_app(folder, token="t0k")
-    async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
+    async with asking(app) as test_client:
         for headers in ({}, {"Authorization": "Token nope"}, {"Authorization": "Bearer t0k"}):
             response = await test_client.get("/api/images/", headers=headers)
             assert response.status == 401
@@ -326,9 +351,7 @@ def test_root_must_be_a_folder(tmp_path: Path) -> None:
 
 
 def test_runs_as_a_module(folder: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     command = [sys.executable, "-m", "datago.dataroom_server", "--root", str(folder)]
     command += ["--port", str(port), "--token", "t"]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -360,7 +383,7 @@ async def test_a_big_folder_pages_quickly(tmp_path: Path) -> None:
     image = encode(photo(8, 8))
     for index in range(1000):
         (tmp_path / f"{index:05d}.jpg").write_bytes(image)
-    async with TestClient(TestServer(make_app(tmp_path), host="127.0.0.1")) as test_client:
+    async with asking(make_app(tmp_path)) as test_client:
         start, url, count = time.monotonic(), "/api/images/?page_size=100&fields=id", 0
         while url:
             body = await (await test_client.get(url)).json()

@@ -1,7 +1,7 @@
 """The `db` source end to end under network faults: `DatagoClient` against the folder server.
 
 The server runs in its own thread, so the test's consumer can block like a user's. A seeded
-middleware breaks ~10 % of the requests, pages and media alike, in a way fixed by the seed
+fault rule breaks ~10 % of the requests, pages and media alike, in a way fixed by the seed
 and the URL (not by arrival order): 5xx, resets, stalls before the headers or mid-body, and
 bodies cut short of their Content-Length. A transient fault never hits one URL as many
 times as there are attempts, so every sample must come through exactly once.
@@ -9,68 +9,39 @@ times as there are attempts, so every sample must come through exactly once.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import hashlib
-import io
 import json
 import os
 import re
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from aiohttp import web
 
 from datago import DatagoClient, SourceError
 from datago.dataroom_server import make_app
-from tests.helpers import encode, photo
+from tests.helpers import Fault, Logged, Server, free_port, write_catalogue_with_latents
 
 TOKEN = "fault-token"
 TIMEOUT_S = 0.5  # PAGE_ and HTTP_TIMEOUT_S during these tests: a stall costs this much
 KINDS = ("500", "503", "reset", "stall_headers", "stall_body", "truncate")
 
 
-def write_catalogue(root: Path, count: int = 150) -> dict[str, dict[str, Any]]:
-    """`count` small JPEG/PNG images in two sources; every third one has a mask and a latent."""
-    expected: dict[str, dict[str, Any]] = {}
-    for number in range(count):
-        source = "alpha" if number % 2 else "beta"
-        folder = root / source
-        folder.mkdir(parents=True, exist_ok=True)
-        width, height = 16 + 4 * (number % 5), 12 + 4 * (number % 3)
-        ext = "png" if number % 4 == 1 else "jpg"
-        name = f"img_{number:03d}"
-        image = photo(width, height, number)
-        (folder / f"{name}.{ext}").write_bytes(encode(image, "PNG" if ext == "png" else "JPEG"))
-        meta: dict[str, Any] = {"width": width, "height": height}
-        if number % 3 == 0:
-            mask = image.convert("L").point(lambda v: 255 if v > 128 else 0)
-            (folder / f"{name}.mask.png").write_bytes(encode(mask, "PNG"))
-            latent = io.BytesIO()
-            np.save(latent, np.full((2, 3), number, dtype=np.float16))
-            (folder / f"{name}.latent_vae.npy").write_bytes(latent.getvalue())
-            meta["latent"] = latent.getvalue()
-        expected[f"{source}/{name}.{ext}"] = meta
-    return expected
-
-
 @dataclass
 class Faults:
-    """A middleware that breaks requests: at random (seeded, per URL and attempt) or always."""
+    """A fault rule that breaks requests: at random (seeded, per URL and attempt) or always."""
 
     rate: float = 0.0
     seed: int = 0
     in_a_row: int = 2  # transient faults per URL at most: one less than the attempts
-    always: dict[Callable[[web.Request], bool], int] = field(default_factory=dict)
-    rewrite: dict[Callable[[web.Request], bool], Callable[[web.Request, bytes], bytes]] = field(
+    always: dict[Callable[[Logged], bool], int] = field(default_factory=dict)
+    rewrite: dict[Callable[[Logged], bool], Callable[[Logged, bytes], bytes]] = field(
         default_factory=dict
     )
     media_delay_s: float = 0.0
@@ -88,93 +59,38 @@ class Faults:
             return None
         return KINDS[digest[8] % len(KINDS)]
 
-    @web.middleware
-    async def middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        key = request.path_qs
-        attempt = self.attempts[key]
+    def __call__(self, seen: Logged) -> Fault | None:
+        """The fault rule of the loopback `Server`: what to do to this request."""
+        key, attempt = seen.path_qs, self.attempts[seen.path_qs]
         self.attempts[key] += 1
-        self.queries.append(dict(request.query))
+        self.queries.append(dict(seen.query))
         for matches, status in self.always.items():
-            if matches(request):
-                return web.json_response({"detail": "injected for good"}, status=status)
-        if request.path.startswith("/media/") and self.media_delay_s:
-            await asyncio.sleep(self.media_delay_s)
+            if matches(seen):
+                return Fault.error(status, json.dumps({"detail": "injected for good"}).encode())
+        delay_s = self.media_delay_s if seen.path.startswith("/media/") else 0.0
         kind = self.pick(key, attempt)
         if kind is None:
-            response: web.Response = await handler(request)
             for matches, change in self.rewrite.items():
-                if matches(request):
-                    assert isinstance(response.body, bytes)
-                    body = change(request, response.body)
-                    response = web.Response(body=body, status=response.status)
-            return response
+                if matches(seen):
+                    return replace(Fault.change(partial(change, seen)), delay_s=delay_s)
+            return Fault.delay(delay_s) if delay_s else None
         self.injected.append((key, kind))
-        if kind in ("500", "503"):
-            return web.Response(status=int(kind), text="injected")
-        if kind == "reset":
-            assert request.transport is not None
-            request.transport.close()
-            return web.Response(text="never sent")
-        if kind == "stall_headers":
-            await _until_hung_up(request)
-            return web.Response(text="too late")
-        answer = await handler(request)
-        body = answer.body
-        cut = web.StreamResponse(status=200)
-        cut.content_length = len(body)
-        await cut.prepare(request)
-        await cut.write(body[: len(body) // 2])
-        if kind == "stall_body":
-            await _until_hung_up(request)
-        elif request.transport is not None:  # truncate
-            request.transport.close()
-        return cut
+        return replace(INJECTED[kind], delay_s=delay_s)
 
 
-async def _until_hung_up(request: web.Request, longest_s: float = 10.0) -> None:
-    """A stall: wait until the client gives up and closes the connection."""
-    deadline = time.monotonic() + longest_s
-    while time.monotonic() < deadline:
-        transport = request.transport
-        if transport is None or transport.is_closing():
-            return
-        await asyncio.sleep(0.02)
-
-
-class ServerThread:
-    """The folder server on 127.0.0.1 in its own thread and event loop."""
-
-    def __init__(self, root: Path, faults: Faults) -> None:
-        self.app = make_app(root, token=TOKEN, middlewares=[faults.middleware])
-        self.loop = asyncio.new_event_loop()
-        # Named, so that its file-reading threads are not taken for the client's.
-        self.io = ThreadPoolExecutor(4, thread_name_prefix="fault-server-io")
-        self.loop.set_default_executor(self.io)
-        self.thread = threading.Thread(target=self.loop.run_forever, name="fault-server")
-        self.runner = web.AppRunner(self.app, shutdown_timeout=0.2, access_log=None)
-        self.url = ""
-
-    def __enter__(self) -> ServerThread:
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(5)
-        return self
-
-    async def _start(self) -> None:
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
-        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}/api/"
-
-    def __exit__(self, *exc_info: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(5)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
-        self.io.shutdown()
+INJECTED = {
+    "500": Fault.error(500),
+    "503": Fault.error(503),
+    "reset": Fault.reset(),
+    "stall_headers": Fault.hang(),
+    "stall_body": Fault.stall(0.5),  # half of the body, then nothing
+    "truncate": Fault.cut(0.5),
+}
 
 
 @pytest.fixture
 def catalogue(tmp_path: Path) -> dict[str, dict[str, Any]]:
-    return write_catalogue(tmp_path / "data")
+    return write_catalogue_with_latents(tmp_path / "data")
 
 
 @pytest.fixture
@@ -188,12 +104,13 @@ def server(
     catalogue: dict[str, Any],
     faults: Faults,
     monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[ServerThread]:
+) -> Iterator[Server]:
+    """The folder server on 127.0.0.1 in its own thread, named by the DATAROOM_ variables."""
     monkeypatch.setattr("datago.sources.dataroom.HTTP_TIMEOUT_S", TIMEOUT_S)
     monkeypatch.setattr("datago.sources.dataroom.PAGE_TIMEOUT_S", TIMEOUT_S)
     monkeypatch.setenv("DATAGO_MAX_RETRIES", "3")
-    with ServerThread(tmp_path / "data", faults) as running:
-        monkeypatch.setenv("DATAROOM_API_URL", running.url)
+    with Server(make_app(tmp_path / "data", token=TOKEN), fault=faults) as running:
+        monkeypatch.setenv("DATAROOM_API_URL", running.url + "api/")
         monkeypatch.setenv("DATAROOM_API_KEY", TOKEN)
         yield running
 
@@ -210,7 +127,7 @@ def read_all(client: DatagoClient, into: list[str] | None = None) -> list[str]:
     return ids
 
 
-def cursor_of(catalogue: dict[str, Any], after: int) -> Callable[[web.Request], bool]:
+def cursor_of(catalogue: dict[str, Any], after: int) -> Callable[[Logged], bool]:
     """Matches the request for the page that starts after the first `after` ids."""
     last = sorted(catalogue)[after - 1]
     return lambda request: request.query.get("cursor") == last
@@ -221,7 +138,7 @@ def is_page(key: str) -> bool:
 
 
 def test_transient_faults_on_pages_and_media_lose_and_repeat_nothing(
-    server: ServerThread, faults: Faults, catalogue: dict[str, dict[str, Any]]
+    server: Server, faults: Faults, catalogue: dict[str, dict[str, Any]]
 ) -> None:
     faults.rate, faults.seed = 0.1, 7
     start = time.monotonic()
@@ -243,7 +160,7 @@ def test_transient_faults_on_pages_and_media_lose_and_repeat_nothing(
 
 
 def test_transient_faults_on_masks_and_latents(
-    server: ServerThread, faults: Faults, catalogue: dict[str, dict[str, Any]]
+    server: Server, faults: Faults, catalogue: dict[str, dict[str, Any]]
 ) -> None:
     faults.rate, faults.seed = 0.1, 3
     config = db_config(has_masks="mask", has_latents="latent_vae")
@@ -263,7 +180,7 @@ def test_transient_faults_on_masks_and_latents(
 
 @pytest.mark.parametrize(("status", "attempts"), [(404, 1), (503, 3)])
 def test_an_image_lost_for_good_is_skipped_once_and_the_rest_delivered(
-    server: ServerThread,
+    server: Server,
     faults: Faults,
     catalogue: dict[str, dict[str, Any]],
     status: int,
@@ -282,7 +199,7 @@ def test_an_image_lost_for_good_is_skipped_once_and_the_rest_delivered(
 
 
 def test_a_page_failing_for_good_raises_after_the_samples_before_it(
-    server: ServerThread, faults: Faults, catalogue: dict[str, dict[str, Any]]
+    server: Server, faults: Faults, catalogue: dict[str, dict[str, Any]]
 ) -> None:
     faults.rate, faults.seed = 0.1, 5
     faults.always[cursor_of(catalogue, 30)] = 500
@@ -306,7 +223,7 @@ def test_a_page_failing_for_good_raises_after_the_samples_before_it(
 
 @pytest.mark.parametrize("retries", [1, 2, 5])
 def test_a_page_is_asked_exactly_max_retries_times(
-    server: ServerThread,
+    server: Server,
     faults: Faults,
     catalogue: dict[str, dict[str, Any]],
     monkeypatch: pytest.MonkeyPatch,
@@ -345,7 +262,7 @@ def eventually(condition: Callable[[], bool], within_s: float = 5.0) -> bool:
     "stall", ["media_in_flight", "by_host_name", "pages_stalled", "media_bodies_stalled"]
 )
 def test_closing_mid_stream_is_quick_and_leaves_no_thread_or_socket(
-    server: ServerThread,
+    server: Server,
     faults: Faults,
     catalogue: dict[str, dict[str, Any]],
     monkeypatch: pytest.MonkeyPatch,
@@ -354,7 +271,8 @@ def test_closing_mid_stream_is_quick_and_leaves_no_thread_or_socket(
     monkeypatch.setattr("datago.sources.dataroom.HTTP_TIMEOUT_S", 30.0)
     monkeypatch.setattr("datago.sources.dataroom.PAGE_TIMEOUT_S", 30.0)
     if stall == "by_host_name":  # resolved by aiohttp in a thread of the loop
-        monkeypatch.setenv("DATAROOM_API_URL", server.url.replace("127.0.0.1", "localhost"))
+        api_url = server.url.replace("127.0.0.1", "localhost") + "api/"
+        monkeypatch.setenv("DATAROOM_API_URL", api_url)
     if stall in ("media_in_flight", "by_host_name"):
         faults.media_delay_s = 0.05
     elif stall == "pages_stalled":  # no answer at all
@@ -380,23 +298,16 @@ def test_closing_mid_stream_is_quick_and_leaves_no_thread_or_socket(
         closed_in = time.monotonic() - start
     assert closed_in < 1.0
     assert settled_fd_count(baseline) <= baseline
-    assert {t for t in threading.enumerate() if not t.name.startswith("fault-server")} <= threads
+    assert {t for t in threading.enumerate() if not t.name.startswith("loopback-server")} <= threads
 
 
-def _with_next(next_url: Callable[[web.Request], str]) -> Callable[[web.Request, bytes], bytes]:
-    def change(request: web.Request, body: bytes) -> bytes:
+def _with_next(next_url: Callable[[Logged], str]) -> Callable[[Logged, bytes], bytes]:
+    def change(request: Logged, body: bytes) -> bytes:
         page = json.loads(body)
         page["next"] = next_url(request)
         return json.dumps(page).encode()
 
     return change
-
-
-def _dead_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 @pytest.mark.parametrize(
@@ -419,7 +330,7 @@ def _dead_port() -> int:
             r"page 2 links back to an earlier page: http://",
         ),
         (
-            _with_next(lambda _: f"http://127.0.0.1:{_dead_port()}/api/images/?cursor=x"),
+            _with_next(lambda _: f"http://127.0.0.1:{free_port()}/api/images/?cursor=x"),
             20,
             r"page 3 failed: GET http://127.0.0.1:\d+/api/images/\?cursor=x failed after 3 "
             r"attempt\(s\): ClientConnectorError: Cannot connect",
@@ -444,10 +355,10 @@ def _dead_port() -> int:
     ],
 )
 def test_a_malformed_page_is_a_source_error_after_the_samples_before_it(
-    server: ServerThread,
+    server: Server,
     faults: Faults,
     catalogue: dict[str, dict[str, Any]],
-    body: Callable[[web.Request, bytes], bytes],
+    body: Callable[[Logged, bytes], bytes],
     delivered: int,
     message: str,
 ) -> None:
@@ -462,7 +373,7 @@ def test_a_malformed_page_is_a_source_error_after_the_samples_before_it(
 
 
 def test_a_client_error_status_is_not_retried_and_quotes_its_detail(
-    server: ServerThread, faults: Faults, catalogue: dict[str, dict[str, Any]]
+    server: Server, faults: Faults, catalogue: dict[str, dict[str, Any]]
 ) -> None:
     faults.always[cursor_of(catalogue, 10)] = 400
     with (
@@ -477,7 +388,7 @@ def test_a_client_error_status_is_not_retried_and_quotes_its_detail(
 
 
 def test_malformed_items_are_skipped_and_counted(
-    server: ServerThread, faults: Faults, catalogue: dict[str, dict[str, Any]]
+    server: Server, faults: Faults, catalogue: dict[str, dict[str, Any]]
 ) -> None:
     ids = sorted(catalogue)
     broken = {
@@ -490,7 +401,7 @@ def test_malformed_items_are_skipped_and_counted(
     }
     relative = ids[6]  # an image URL without a host: the download fails, not retried
 
-    def corrupt(request: web.Request, body: bytes) -> bytes:
+    def corrupt(request: Logged, body: bytes) -> bytes:
         page = json.loads(body)
         for item in page["results"]:
             item.update(broken.get(item["id"], {}))
@@ -511,7 +422,7 @@ def test_malformed_items_are_skipped_and_counted(
 
 
 def test_a_limit_under_faults_gives_exactly_the_first_samples(
-    server: ServerThread, faults: Faults, catalogue: dict[str, dict[str, Any]]
+    server: Server, faults: Faults, catalogue: dict[str, dict[str, Any]]
 ) -> None:
     faults.rate, faults.seed = 0.1, 13
     with DatagoClient({**db_config(), "limit": 37}) as client:
@@ -522,7 +433,7 @@ def test_a_limit_under_faults_gives_exactly_the_first_samples(
 
 
 def test_random_sampling_under_faults_runs_to_the_limit(
-    server: ServerThread, faults: Faults, catalogue: dict[str, dict[str, Any]]
+    server: Server, faults: Faults, catalogue: dict[str, dict[str, Any]]
 ) -> None:
     faults.rate, faults.seed, faults.in_a_row = 0.1, 17, 2
     faults.attempts.clear()
@@ -536,9 +447,7 @@ def test_random_sampling_under_faults_runs_to_the_limit(
     assert any(not is_page(key) for key, _ in faults.injected)
 
 
-def test_a_refused_token_quotes_the_api(
-    server: ServerThread, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_refused_token_quotes_the_api(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATAROOM_API_KEY", "wrong")
     with (
         DatagoClient(db_config()) as client,
@@ -553,7 +462,7 @@ def test_a_refused_token_quotes_the_api(
 
 @pytest.mark.parametrize("seed", [1, 10])  # skips and the end; skips and the last page lost
 def test_under_heavy_faults_every_sample_comes_once_or_is_counted(
-    server: ServerThread, faults: Faults, catalogue: dict[str, dict[str, Any]], seed: int
+    server: Server, faults: Faults, catalogue: dict[str, dict[str, Any]], seed: int
 ) -> None:
     faults.rate, faults.seed, faults.in_a_row = 0.25, seed, 99  # a URL may fail every time
     ids: list[str] = []

@@ -2,96 +2,63 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import pickle
-import socket
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from datago.errors import SourceError
 from datago.sources import http as http_module
 from datago.sources.http import HttpClient, HttpStatusError, backoff_delay, is_retryable
+from tests.helpers import Fault, Server, free_port, script
 
 BODY = bytes(range(256)) * 40
 
 
-@dataclass
-class Script:
-    """Answers the n-th request with `steps[n]` ("ok" once they run out), and records times."""
-
-    steps: list[str | int] = field(default_factory=list)
-    error_body: bytes = b"injected"
-    times: list[float] = field(default_factory=list)
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        self.times.append(time.monotonic())
-        step = self.steps[len(self.times) - 1] if len(self.times) <= len(self.steps) else "ok"
-        if isinstance(step, int):
-            return web.Response(status=step, body=self.error_body)
-        if step == "reset":
-            assert request.transport is not None
-            request.transport.close()
-            return web.Response(text="never sent")
-        if step == "stall":  # no answer at all, until the client hangs up
-            await _until_hung_up(request)
-            return web.Response(text="too late")
-        if step == "trickle":  # a byte every 50 ms: never idle long, never done in time
-            response = web.StreamResponse()
-            response.content_length = len(BODY)
-            await response.prepare(request)
-            for byte in BODY:
-                if request.transport is None or request.transport.is_closing():
-                    break
-                await response.write(bytes([byte]))
-                await asyncio.sleep(0.05)
-            return response
-        if step in ("truncate", "stall_body", "error_stall_body"):
-            status = 404 if step == "error_stall_body" else 200
-            response = web.StreamResponse(status=status)
-            response.content_length = len(BODY)
-            await response.prepare(request)
-            if step == "truncate":
-                await response.write(BODY[:1000])
-                request.transport.close()  # type: ignore[union-attr]
-            else:
-                await _until_hung_up(request)
-            return response
-        return web.Response(body=BODY)
+STEPS = {
+    "reset": Fault.reset(),
+    "stall": Fault.hang(),  # no answer at all, until the client hangs up
+    "trickle": Fault.trickle(0.05),  # a byte every 50 ms: never idle long, never done in time
+    "truncate": Fault.cut(1000),
+    "stall_body": Fault.stall(0),
+    "error_stall_body": Fault("error_stall_body", status=404, body=BODY, at=0, then="hang"),
+}
 
 
-async def _until_hung_up(request: web.Request, longest_s: float = 10.0) -> None:
-    deadline = time.monotonic() + longest_s
-    while time.monotonic() < deadline:
-        if request.transport is None or request.transport.is_closing():
-            return
-        await asyncio.sleep(0.02)
+def step(kind: str | int) -> Fault:
+    """The fault a test names: a status, or one of `STEPS`."""
+    return Fault.error(kind) if isinstance(kind, int) else STEPS[kind]
 
 
 @dataclass
 class Served:
-    script: Script
+    """A server answering BODY at every path, and the URL the tests ask."""
+
+    server: Server
     url: str
+
+    def answer(self, *steps: str | int) -> None:
+        """The n-th request gets `steps[n]`; those after the last one, BODY."""
+        self.server.fault = script(*map(step, steps))
+
+    @property
+    def times(self) -> list[float]:
+        return [seen.started for seen in self.server.requests]
 
 
 @pytest.fixture
 async def served() -> AsyncIterator[Served]:
-    script = Script()
-    app = web.Application()
-    app.router.add_get("/{name:.*}", script.handle)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    try:
-        yield Served(script, str(server.make_url("/blob")))
-    finally:
-        await server.close()
+    async def body(request: web.Request) -> web.Response:
+        return web.Response(body=BODY)
+
+    async with Server.handler(body) as server:
+        yield Served(server, server.url + "blob")
 
 
 @pytest.fixture
@@ -108,7 +75,7 @@ async def http() -> AsyncIterator[HttpClient]:
 async def test_a_retryable_status_is_asked_exactly_attempts_times(
     served: Served, status: int, attempts: int
 ) -> None:
-    served.script.steps = [status] * 10
+    served.answer(*[status] * 10)
     http = HttpClient(attempts=attempts, backoff_base_s=0.01)
     try:
         with pytest.raises(HttpStatusError) as caught:
@@ -116,17 +83,17 @@ async def test_a_retryable_status_is_asked_exactly_attempts_times(
     finally:
         await http.close()
     assert caught.value.status == status
-    assert len(served.script.times) == attempts
+    assert len(served.times) == attempts
 
 
 async def test_backoff_doubles_between_attempts(served: Served) -> None:
-    served.script.steps = [503] * 3
+    served.answer(*[503] * 3)
     http = HttpClient(attempts=4, backoff_base_s=0.2)
     try:
         assert await http.get_bytes(served.url) == BODY
     finally:
         await http.close()
-    times = served.script.times
+    times = served.times
     gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
     assert len(gaps) == 3
     # 0.4 s of slack for a loaded machine; a delay one step off (0.8 s extra at the 3rd) fails
@@ -137,20 +104,20 @@ async def test_backoff_doubles_between_attempts(served: Served) -> None:
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 410, 416])
 async def test_a_client_error_is_not_retried(served: Served, http: HttpClient, status: int) -> None:
-    served.script.steps = [status] * 3
+    served.answer(*[status] * 3)
     with pytest.raises(HttpStatusError, match=rf"GET {served.url}: HTTP {status}: injected$"):
         await http.get_bytes(served.url)
-    assert len(served.script.times) == 1
+    assert len(served.times) == 1
 
 
 @pytest.mark.parametrize("fault", ["reset", "truncate", "stall", "stall_body", 500])
 async def test_a_transient_fault_is_retried_and_the_body_delivered_whole(
     served: Served, http: HttpClient, fault: str | int
 ) -> None:
-    served.script.steps = [fault, fault]
+    served.answer(fault, fault)
     start = time.monotonic()
     assert await http.get_bytes(served.url) == BODY
-    assert len(served.script.times) == 3
+    assert len(served.times) == 3
     stalls = 2 if str(fault).startswith("stall") else 0
     assert time.monotonic() - start < 0.5 * stalls + 1.0  # a stall costs the 0.5 s timeout
 
@@ -159,7 +126,7 @@ async def test_a_transient_fault_is_retried_and_the_body_delivered_whole(
 async def test_a_request_stalled_every_time_fails_within_attempts_times_the_timeout(
     served: Served, fault: str
 ) -> None:
-    served.script.steps = [fault] * 3
+    served.answer(*[fault] * 3)
     http = HttpClient(attempts=3, timeout_s=0.25, backoff_base_s=0.01)
     start = time.monotonic()
     try:
@@ -170,13 +137,11 @@ async def test_a_request_stalled_every_time_fails_within_attempts_times_the_time
     finally:
         await http.close()
     assert 0.75 <= time.monotonic() - start < 2.5  # a trickle alone would last ~500 s
-    assert len(served.script.times) == 3
+    assert len(served.times) == 3
 
 
 async def test_connection_refused_is_a_clear_error_after_the_attempts(http: HttpClient) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     url = f"http://127.0.0.1:{port}/blob"
     start = time.monotonic()
     with pytest.raises(
@@ -210,7 +175,7 @@ async def test_a_bad_url_is_not_retried(http: HttpClient, url: str) -> None:
 async def test_an_error_status_quotes_the_start_of_its_body(
     served: Served, http: HttpClient, body: bytes, detail: str
 ) -> None:
-    served.script.steps, served.script.error_body = [400], body
+    served.server.fault = script(Fault.error(400, body))
     with pytest.raises(HttpStatusError) as caught:
         await http.get_bytes(served.url)
     assert caught.value.detail.startswith(detail)
@@ -223,12 +188,12 @@ async def test_an_error_whose_body_stalls_is_raised_without_waiting_for_it(
     served: Served, http: HttpClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(http_module, "_DETAIL_WAIT_S", 5.0)
-    served.script.steps = ["error_stall_body"]
+    served.answer("error_stall_body")
     start = time.monotonic()
     with pytest.raises(HttpStatusError, match=r"HTTP 404$"):
         await http.get_bytes(served.url)
     assert time.monotonic() - start < 2.5  # the 0.5 s timeout, not the 5 s detail wait
-    assert len(served.script.times) == 1
+    assert len(served.times) == 1
 
 
 async def test_get_json_parses_and_a_non_json_body_is_a_source_error(
@@ -236,7 +201,7 @@ async def test_get_json_parses_and_a_non_json_body_is_a_source_error(
 ) -> None:
     with pytest.raises(SourceError, match=r"GET .*: the body is not JSON"):
         await http.get_json(served.url)
-    assert len(served.script.times) == 1  # a bad body is not a network fault
+    assert len(served.times) == 1  # a bad body is not a network fault
 
 
 @pytest.mark.parametrize(

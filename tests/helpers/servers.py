@@ -23,6 +23,7 @@ from typing import Any, Self
 
 from aiohttp import web
 from multidict import CIMultiDict
+from yarl import URL
 
 from tests.helpers.faults import Fault, Rule, answer
 
@@ -39,7 +40,11 @@ class Logged:
     attempt: int
     """How many requests for the same path and query came before it."""
     method: str
+    url: URL
+    """The whole URL asked, host included."""
     path: str
+    path_qs: str
+    """The path and query as sent."""
     query: dict[str, str]
     headers: CIMultiDict[str]
     peer: Any
@@ -57,11 +62,6 @@ class Logged:
     def name(self) -> str:
         """The path without its leading slash: the file's name on a `Server.files`."""
         return self.path.removeprefix("/")
-
-    @property
-    def path_qs(self) -> str:
-        query = "&".join(f"{key}={value}" for key, value in self.query.items())
-        return f"{self.path}?{query}" if query else self.path
 
     @property
     def range(self) -> str | None:
@@ -115,7 +115,9 @@ class Server:
             index=len(self.requests),
             attempt=0,
             method=request.method,
+            url=request.url,
             path=request.path,
+            path_qs=request.path_qs,
             query=dict(request.query),
             headers=CIMultiDict(request.headers),
             peer=request.transport.get_extra_info("peername") if request.transport else None,

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import gc
 import json
-import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,8 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from datago.config import DbSourceConfig, Environment
 from datago.dataroom_server import make_app
@@ -25,68 +22,57 @@ from datago.sources import dataroom
 from datago.sources.base import Partition, RawSample, SourceContext
 from datago.sources.dataroom import iter_dataroom
 from datago.stats import Stats
-from tests.helpers import encode, photo
+from tests.helpers import Fault, Logged, Server, always, encode, free_port, photo, write_catalogue
 
 TOKEN = "s3cret"
-SOURCES = {"alpha": 25, "beta": 20, "gamma": 5}
-
-
-def write_catalogue(root: Path) -> dict[str, dict[str, Any]]:
-    """50 JPEGs in three sources, each with a JSON sidecar; returns id -> its sidecar data."""
-    expected: dict[str, dict[str, Any]] = {}
-    number = 0
-    for source, count in SOURCES.items():
-        (root / source).mkdir(parents=True)
-        for _ in range(count):
-            name = f"img_{number:03d}"
-            width, height = 32 + 8 * (number % 5), 24 + 8 * (number % 4)
-            (root / source / f"{name}.jpg").write_bytes(encode(photo(width, height, number)))
-            meta: dict[str, Any] = {"score": number / 50, "tags": ["odd" if number % 2 else "even"]}
-            if number % 7 == 0:
-                meta["duplicate_state"] = 2
-            (root / source / f"{name}.json").write_text(json.dumps(meta))
-            expected[f"{source}/{name}.jpg"] = {**meta, "width": width, "height": height}
-            number += 1
-    return expected
 
 
 @dataclass
 class Api:
-    """A running folder server that records requests; `faults` answer some with an error."""
+    """The folder server's API as a test sees it: its URL, the requests it got (path, query,
+    Authorization) and the faults to inject, as the fault rule of its loopback `Server`."""
 
     url: str = ""
-    requests: list[tuple[str, dict[str, str], str]] = field(default_factory=list)
-    faults: list[tuple[Callable[[web.Request], bool], int]] = field(default_factory=list)
+    server: Server | None = None
+    faults: list[tuple[Callable[[Logged], bool], int]] = field(default_factory=list)
+    """Each answers the first request it matches with its status, once."""
     rewrite: Callable[[dict[str, Any]], None] | None = None
     media_delay_s: float = 0.0
-    media_in_flight: int = 0
-    media_most_in_flight: int = 0
+
+    def __call__(self, seen: Logged) -> Fault | None:
+        for index, (matches, status) in enumerate(self.faults):
+            if matches(seen):
+                del self.faults[index]
+                return Fault.error(status, b"injected fault")
+        if seen.path.startswith("/media/") and self.media_delay_s:
+            return Fault.delay(self.media_delay_s)
+        if self.rewrite is not None and seen.path.startswith("/api/"):
+            return Fault.change(self._rewritten)
+        return None
+
+    def _rewritten(self, body: bytes) -> bytes:
+        page = json.loads(body)
+        assert self.rewrite is not None
+        self.rewrite(page)
+        return json.dumps(page).encode()
+
+    @property
+    def requests(self) -> list[tuple[str, dict[str, str], str]]:
+        assert self.server is not None
+        return [(s.path, s.query, s.authorization or "") for s in self.server.requests]
 
     def pages(self) -> list[dict[str, str]]:
         return [query for path, query, _ in self.requests if path.startswith("/api/")]
 
-    @web.middleware
-    async def middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        auth = request.headers.get("Authorization", "")
-        self.requests.append((request.path, dict(request.query), auth))
-        for index, (matches, status) in enumerate(self.faults):
-            if matches(request):
-                del self.faults[index]
-                return web.Response(status=status, text="injected fault")
-        if request.path.startswith("/media/"):
-            self.media_in_flight += 1
-            self.media_most_in_flight = max(self.media_most_in_flight, self.media_in_flight)
-            try:
-                await asyncio.sleep(self.media_delay_s)
-                return await handler(request)  # type: ignore[no-any-return]
-            finally:
-                self.media_in_flight -= 1
-        response = await handler(request)
-        if self.rewrite is not None and request.path.startswith("/api/"):
-            body = json.loads(response.body)
-            self.rewrite(body)
-            return web.json_response(body)
-        return response  # type: ignore[no-any-return]
+    @property
+    def media_in_flight(self) -> int:
+        assert self.server is not None
+        return self.server.in_flight("/media/")
+
+    @property
+    def media_most_in_flight(self) -> int:
+        assert self.server is not None
+        return self.server.most_at_once("/media/")
 
 
 @pytest.fixture
@@ -96,15 +82,10 @@ def catalogue(tmp_path: Path) -> dict[str, dict[str, Any]]:
 
 @contextlib.asynccontextmanager
 async def serving(root: Path, token: str | None = TOKEN) -> AsyncIterator[Api]:
-    recorder = Api()
-    app = make_app(root, token=token, middlewares=[recorder.middleware])
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    recorder.url = str(server.make_url("/api/"))
-    try:
-        yield recorder
-    finally:
-        await server.close()
+    api = Api()
+    async with Server(make_app(root, token=token), fault=api) as server:
+        api.server, api.url = server, server.url + "api/"
+        yield api
 
 
 @pytest.fixture
@@ -345,10 +326,7 @@ async def test_missing_api_url_is_a_clear_source_error(executor: ThreadPoolExecu
 async def test_unreachable_api_is_a_source_error_after_retries(
     executor: ThreadPoolExecutor,
 ) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    ctx = context(Api(url=f"http://127.0.0.1:{port}/api/"), executor)
+    ctx = context(Api(url=f"http://127.0.0.1:{free_port()}/api/"), executor)
     with pytest.raises(SourceError, match=r"page 1 failed.*3 attempt.*DATAROOM_API_URL"):
         await collect(db(), ctx)
 
@@ -357,10 +335,8 @@ async def test_a_silent_api_fails_within_the_page_timeout(
     executor: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("datago.sources.dataroom.PAGE_TIMEOUT_S", 0.3)
-    with socket.socket() as silent:  # the kernel accepts connections; nothing ever answers
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(8)
-        ctx = context(Api(url=f"http://127.0.0.1:{silent.getsockname()[1]}/api/"), executor)
+    async with Server.files({}, fault=always(Fault.hang())) as silent:  # nothing ever answers
+        ctx = context(Api(url=silent.url + "api/"), executor)
         start = time.monotonic()
         with pytest.raises(
             SourceError,
@@ -390,7 +366,7 @@ async def test_files_may_take_longer_than_a_page(
 async def test_a_page_error_is_retried_without_loss_or_duplicate(
     api: Api, executor: ThreadPoolExecutor, catalogue: dict[str, Any]
 ) -> None:
-    def third_page(request: web.Request) -> bool:
+    def third_page(request: Logged) -> bool:
         return request.query.get("cursor") == "alpha/img_019.jpg"
 
     api.faults = [(third_page, 500), (third_page, 503)]
@@ -402,7 +378,7 @@ async def test_a_page_error_is_retried_without_loss_or_duplicate(
 async def test_a_later_page_lost_for_good_raises_after_the_earlier_samples(
     api: Api, executor: ThreadPoolExecutor, catalogue: dict[str, Any]
 ) -> None:
-    def third_page(request: web.Request) -> bool:
+    def third_page(request: Logged) -> bool:
         return request.query.get("cursor") == "alpha/img_019.jpg"
 
     api.faults = [(third_page, 500)] * 3

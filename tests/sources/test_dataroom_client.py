@@ -10,12 +10,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from aiohttp.test_utils import TestServer
 from PIL import Image
 
 from datago import DatagoClient, SourceError
 from datago.dataroom_server import make_app
-from tests.helpers import encode, photo, write_catalogue
+from tests.helpers import Server, encode, photo, write_catalogue
 
 TOKEN = "e2e-token"
 
@@ -23,14 +22,10 @@ TOKEN = "e2e-token"
 @contextlib.asynccontextmanager
 async def serving(root: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
     """The folder server on 127.0.0.1, named by DATAROOM_API_URL and DATAROOM_API_KEY."""
-    server = TestServer(make_app(root, token=TOKEN, seed=0), host="127.0.0.1")
-    await server.start_server()
-    monkeypatch.setenv("DATAROOM_API_URL", str(server.make_url("/api/")))
-    monkeypatch.setenv("DATAROOM_API_KEY", TOKEN)
-    try:
+    async with Server(make_app(root, token=TOKEN, seed=0)) as server:
+        monkeypatch.setenv("DATAROOM_API_URL", server.url + "api/")
+        monkeypatch.setenv("DATAROOM_API_KEY", TOKEN)
         yield
-    finally:
-        await server.close()
 
 
 def pixels(path: Path) -> np.ndarray[Any, np.dtype[np.uint8]]:
