@@ -1,8 +1,9 @@
-"""The public surface: `datago.__all__` is sorted and everything in it exists."""
+"""The public surface: `datago.__all__` is sorted, complete and importable; logging setup."""
 
 from __future__ import annotations
 
 import logging
+import types
 
 import pytest
 
@@ -10,10 +11,19 @@ import datago
 import datago._log
 
 
-def test_all_is_sorted_and_importable() -> None:
-    assert datago.__all__ == sorted(datago.__all__)
-    for name in datago.__all__:
-        assert getattr(datago, name) is not None
+def test_all_is_sorted_and_names_every_public_name() -> None:
+    """As httpx tests its exports: `__all__` is exactly the public names `datago` binds, sorted
+    (submodules aside), so a name added or dropped on one side only fails here."""
+    public = [
+        name
+        for name, value in vars(datago).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    ]
+    assert len(public) >= 10  # DatagoClient, the config, sample and stats types, the errors...
+    assert datago.__all__ == sorted(public)
+    exported: dict[str, object] = {}
+    exec("from datago import *", exported)
+    assert sorted(name for name in exported if name != "__builtins__") == datago.__all__
 
 
 def test_initialize_logging_returns_false_the_second_time() -> None:

@@ -171,8 +171,10 @@ def test_channels_last_batches_are_chw_views_of_hwc_memory(
 ) -> None:
     root, shapes = sized_dir
     dataset = DatagoIterDataset(file_config(root), batch_size=4, layout="channels_last")
+    seen = []
     for batch in batches_of(dataset, num_workers=2):
         image, ids = batch["image"], batch["id"]
+        seen += ids
         height, width, channels = shapes[ids[0]]
         assert image.shape == (len(ids), channels, height, width)
         assert image.is_contiguous(memory_format=torch.channels_last)
@@ -180,3 +182,4 @@ def test_channels_last_batches_are_chw_views_of_hwc_memory(
             with Image.open(id_) as reference:
                 expected = np.asarray(reference).reshape(shapes[id_])
             np.testing.assert_array_equal(image[index].permute(1, 2, 0).numpy(), expected)
+    assert sorted(seen) == sorted(shapes)  # every sample once: no batch, no pass
