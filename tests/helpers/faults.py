@@ -184,7 +184,7 @@ async def answer(
                 await asyncio.sleep(fault.trickle_s)
             return response
         end = len(body) if cut is None else cut
-        head = end - (fault.tail if cut is None else 0)
+        head = end - (min(fault.tail, end) if cut is None else 0)
         for start in range(0, head, CHUNK):
             chunk = body[start : min(head, start + CHUNK)]
             await response.write(chunk)
