@@ -13,8 +13,10 @@
   server serves).
 - `servers`: `Server` (aiohttp on 127.0.0.1; `async with` on the test's loop, `with` in a
   thread; `Server.files(files, ranges=)`, `Server.handler(handle)`, `Server(app)`), its request
-  log `Server.requests` of `Logged` (path, query, headers, range, attempt, status, bytes sent,
-  fault, start/end), `free_port`.
+  log `Server.requests` of `Logged` (url, path, query, headers, range, range_start, attempt,
+  status, bytes sent, fault, start/end) and its sums (`per_name`, `sent`, `in_flight`,
+  `most_at_once`), `files_app`, `byte_range`, `free_port`. Its own tests:
+  tests/test_helpers_server.py.
 - `faults`: `Fault` (error, reset, hang, cut, stall, delay, trickle, slow_tail, change) and
   the rules that pick requests for it: `always`, `first`, `script`, or any function of `Logged`.
 """
