@@ -72,16 +72,14 @@ def test_imperfect_jpegs_are_delivered(tmp_path: Path) -> None:
         np.testing.assert_array_equal(pixels, expected)
 
 
-def test_decompression_bomb_is_skipped(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_decompression_bomb_is_skipped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     write_images(tmp_path, 2)
     photo(300, 300).save(tmp_path / "bomb.png")
     photo(300, 300).save(tmp_path / "bomb.jpg")
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 200 * 200)
+    config = {**file_config(tmp_path), "image_config": {"max_image_pixels": 200 * 200}}
     with (
         caplog.at_level(logging.WARNING, logger="datago"),
-        DatagoClient(file_config(tmp_path)) as client,
+        DatagoClient(config) as client,
     ):
         delivered = [s.id for s in client]
         stats = client.stats

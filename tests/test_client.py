@@ -124,8 +124,8 @@ def test_stop_then_start_begins_a_new_pass(image_dir: tuple[Path, list[str]]) ->
 def test_missing_root_path_raises_source_error(tmp_path: Path) -> None:
     with DatagoClient(file_config(tmp_path / "nope")) as client:
         with pytest.raises(SourceError, match="does not exist"):
-            client.get_sample()
-        assert client.get_sample() is None
+            next(iter(client))
+        assert client.get_sample() is None  # the failed pass is over
 
 
 def test_empty_folder_ends_at_once(tmp_path: Path) -> None:

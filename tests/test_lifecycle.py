@@ -291,7 +291,7 @@ def test_fatal_source_error_is_raised_after_earlier_samples(
         got = [client.get_sample() for _ in range(3)]
         assert [s.id for s in got if s] == ["s0", "s1", "s2"]
         with pytest.raises(LoaderError, match="disk gone") as info:
-            client.get_sample()
+            next(iter(client))
         assert isinstance(info.value.__cause__, OSError)
         assert client.get_sample() is None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import subprocess
 import sys
@@ -17,9 +18,10 @@ torch = pytest.importorskip("torch")
 from torch.utils.data import DataLoader  # noqa: E402
 
 from datago import ConfigError, DatagoClient, ImagePayload, Sample, SourceError  # noqa: E402
-from datago.torch import DatagoIterDataset, Layout, to_python_types  # noqa: E402
+from datago.sample import LatentPayload, python_types  # noqa: E402
+from datago.torch import DatagoIterDataset, Layout  # noqa: E402
 from tests.conftest import datago_threads, file_config, photo, write_images  # noqa: E402
-from tests.sources.test_webdataset import write_shards  # noqa: E402
+from tests.sources.test_webdataset import sample_members, write_shards  # noqa: E402
 
 
 def ids_of(dataset: DatagoIterDataset, num_workers: int = 0) -> list[str]:
@@ -159,9 +161,10 @@ def test_webdataset_ranks_and_workers_with_python_types(
     assert sorted(item["id"] for item in items) == keys  # 4 parts of 3 shards: disjoint, complete
     for item in items:
         index = int(item["id"][1:])
-        assert item["attributes"] == {
-            "index": index, "tags": ["a", "b"], "txt": f"caption {index}", "cls": index % 7
-        }  # fmt: skip
+        members = sample_members(index)
+        assert item["attributes"] == {  # JSON text of each member's text, as the wheel
+            ext: json.dumps(members[ext].decode()) for ext in ("json", "txt", "cls")
+        }
         assert item["image"].size == (24, 16)
 
 
@@ -258,7 +261,7 @@ def test_set_epoch_reaches_persistent_workers(tmp_path: Path, context: str) -> N
     assert sorted(passes[0]) == sorted(passes[1]) == paths
 
 
-def test_python_types_match_upstream_keys_with_json_values(
+def test_python_types_match_the_wheels_auto_convert(
     image_dir: tuple[Path, list[str]],
 ) -> None:
     root, paths = image_dir
@@ -277,14 +280,18 @@ def test_python_types_match_upstream_keys_with_json_values(
     sample = Sample(
         id="a",
         source="s",
-        attributes={"caption": "a cat", "score": 0.5, "nested": {"k": [1, 2]}},
+        attributes_dict={"caption": "a cat", "score": 0.5, "nested": {"k": [1, 2]}},
         masks={"m": ImagePayload.from_array(pixels)},
-        latents={"vae": b"\x00\x01\x02"},
+        latents={"vae": LatentPayload(b"\x00\x01\x02")},
         tags=["x"],
         coca_embedding=[0.25],
     )
-    converted = to_python_types(sample)
-    assert converted["attributes"] == {"caption": "a cat", "score": 0.5, "nested": {"k": [1, 2]}}
+    converted = python_types(sample)
+    assert converted["attributes"] == {
+        "caption": '"a cat"',
+        "score": "0.5",
+        "nested": '{"k":[1,2]}',
+    }  # JSON text of each value, as the wheel
     assert converted["latents"] == {"vae": {"data": b"\x00\x01\x02", "len": 3}}
     assert converted["image"] is None
     assert converted["masks"]["m"].mode == "L"
