@@ -209,7 +209,7 @@ class DatagoClient:
             if timeout is not None:
                 raise TimeoutError(f"no sample within {timeout}s") from exc
             logger.warning(
-                "no sample within %ss: stopping the pass, get_sample() returns None", wait
+                "Timeout waiting for sample after %gs: pass stopped, returning None", wait
             )
             self.stop()
             self._failure = TimeoutError(f"no sample within {wait}s")

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from datago import ClientClosedError, DatagoClient, SourceError
-from tests.conftest import file_config, write_images
+from tests.conftest import file_config, path_of, write_images
 
 
 def test_every_image_delivered_once_with_pillow_pixels(image_dir: tuple[Path, list[str]]) -> None:
@@ -19,7 +19,7 @@ def test_every_image_delivered_once_with_pillow_pixels(image_dir: tuple[Path, li
         samples = list(client)
     assert sorted(s.id for s in samples) == paths
     for sample in samples:
-        with Image.open(sample.id) as reference:
+        with Image.open(path_of(sample.id)) as reference:
             expected = np.asarray(reference.convert("RGB"))
         assert sample.source == "filesystem"
         assert sample.image.to_numpy().shape == expected.shape
@@ -163,7 +163,7 @@ def test_formats_and_extensions(tmp_path: Path) -> None:
     (tmp_path / "g.txt").write_text("x")
     (tmp_path / "dir.png").mkdir()
     with DatagoClient(file_config(tmp_path)) as client:
-        samples = {Path(s.id).name: s for s in client}
+        samples = {Path(path_of(s.id)).name: s for s in client}
     assert sorted(samples) == ["a.JPG", "b.webp", "c.bmp", "d.gif", "e.TIFF", "f.PNG"]
     exact = np.asarray(image)
     for name in ("b.webp", "c.bmp", "e.TIFF", "f.PNG"):

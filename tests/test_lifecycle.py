@@ -27,6 +27,7 @@ from tests.conftest import (
     datago_threads,
     encode,
     file_config,
+    file_id,
     photo,
     write_images,
 )
@@ -38,7 +39,7 @@ def big_pngs(folder: Path, count: int) -> list[str]:
     data = encode(photo(900, 700), "PNG", compress_level=1)
     for i in range(count):
         (folder / f"big_{i:02d}.png").write_bytes(data)
-    return sorted(str(p) for p in folder.iterdir())
+    return sorted(file_id(p) for p in folder.iterdir())
 
 
 def test_close_stops_every_thread_within_a_second(tmp_path: Path) -> None:
@@ -91,7 +92,7 @@ def test_stop_interrupts_a_chunk_between_samples(
         client.stop()
         assert time.monotonic() - start < 1.0
         assert not datago_threads()
-    assert [s.id for s in samples] == sorted(str(p) for p in tmp_path.iterdir())[:4]
+    assert [s.id for s in samples] == sorted(file_id(p) for p in tmp_path.iterdir())[:4]
     assert all(s.image.to_numpy().shape == (448, 576, 3) for s in samples)  # 4:3 bucket
 
 

@@ -20,7 +20,14 @@ from torch.utils.data import DataLoader  # noqa: E402
 from datago import ConfigError, DatagoClient, ImagePayload, Sample, SourceError  # noqa: E402
 from datago.sample import LatentPayload, python_types  # noqa: E402
 from datago.torch import DatagoIterDataset, Layout  # noqa: E402
-from tests.conftest import datago_threads, file_config, photo, write_images  # noqa: E402
+from tests.conftest import (  # noqa: E402
+    datago_threads,
+    file_config,
+    file_id,
+    path_of,
+    photo,
+    write_images,
+)
 from tests.sources.test_webdataset import sample_members, write_shards  # noqa: E402
 
 
@@ -57,7 +64,7 @@ def test_a_worker_does_not_make_up_for_bad_samples_in_another_workers_part(
 ) -> None:
     paths = write_images(tmp_path, 12)
     for bad in paths[0:4:2]:  # two of worker 0's six (every second file from the first)
-        Path(bad).write_bytes(b"not an image")
+        Path(path_of(bad)).write_bytes(b"not an image")
     dataset = DatagoIterDataset(file_config(tmp_path, limit=10))
     assert len(ids_of(dataset)) == 10
     ids = ids_of(dataset, num_workers=2)
@@ -272,7 +279,7 @@ def test_python_types_match_the_wheels_auto_convert(
             "id", "source", "duplicate_state", "attributes", "tags", "coca_embedding",
             "latents", "image", "masks", "additional_images",
         }  # fmt: skip
-        with Image.open(item["id"]) as reference:
+        with Image.open(path_of(item["id"])) as reference:
             np.testing.assert_array_equal(
                 np.asarray(item["image"]), np.asarray(reference.convert("RGB"))
             )
@@ -308,7 +315,7 @@ def test_tensor_items_hold_the_file_pixels(
     items = list(DataLoader(dataset, batch_size=None, num_workers=2))
     assert len(items) == 6
     for item in items:
-        with Image.open(item["id"]) as reference:
+        with Image.open(path_of(item["id"])) as reference:
             expected = np.asarray(reference.convert("RGB"))
         image = item["image"]
         assert image.dtype == torch.uint8
@@ -323,8 +330,8 @@ def test_sixteen_bit_images_become_uint16_tensors(tmp_path: Path) -> None:
     Image.fromarray(values).save(tmp_path / "deep.png")
     photo(12, 10).save(tmp_path / "rgb.png")
     items = {item["id"]: item for item in DatagoIterDataset(file_config(tmp_path), tensors=True)}
-    deep = items[str(tmp_path / "deep.png")]["image"]
+    deep = items[file_id(tmp_path / "deep.png")]["image"]
     assert deep.dtype == torch.uint16
     assert deep.shape == (1, 10, 12)
     np.testing.assert_array_equal(deep[0].numpy(), values)
-    assert items[str(tmp_path / "rgb.png")]["image"].shape == (3, 10, 12)
+    assert items[file_id(tmp_path / "rgb.png")]["image"].shape == (3, 10, 12)
