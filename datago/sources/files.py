@@ -34,9 +34,9 @@ _BATCH = 1024  # paths handed from the walking thread to the loop per call
 async def iter_files(config: FileSourceConfig, ctx: SourceContext) -> AsyncIterator[RawSample]:
     """Yield one raw sample per image file; its id is the path as JSON text (quotes
     included), as the Rust wheel gives it."""
-    root = Path(config.root_path)
+    root = config.root_path  # as given, not normalised: ids keep its spelling, as the wheel's
     loop = asyncio.get_running_loop()
-    await loop.run_in_executor(ctx.executor, _check_root, root)
+    await loop.run_in_executor(ctx.executor, _check_root, Path(root))
     part = ctx.workers.within_rank(config.rank, config.world_size)
     paths = _paths_of_part(walk_images(root), part.index, part.count)
     if config.random_sampling:
@@ -65,7 +65,7 @@ def _check_root(root: Path) -> None:
         raise SourceError(f"source_config.root_path {str(root)!r} {what}")
 
 
-def walk_images(root: Path) -> Iterator[str]:
+def walk_images(root: str) -> Iterator[str]:
     """Image file paths below `root`, depth first, sorted by name; symlinked dirs not followed."""
     try:
         entries = sorted(os.scandir(root), key=lambda entry: entry.name)
@@ -75,7 +75,7 @@ def walk_images(root: Path) -> Iterator[str]:
     for entry in entries:
         try:
             if entry.is_dir(follow_symlinks=False):
-                yield from walk_images(Path(entry.path))
+                yield from walk_images(entry.path)
             elif entry.is_file() and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
                 yield entry.path
         except OSError as exc:
