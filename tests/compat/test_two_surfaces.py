@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+import datago
 from datago import ConfigError, DatagoClient, SourceError
 from tests.conftest import file_config, write_images
 from tests.sources.test_webdataset_http import serving_in_thread
@@ -80,6 +82,8 @@ def test_str_config_keyword_and_one_config_only(tmp_path: Path) -> None:
     client = DatagoClient(str_config=json.dumps(file_config(tmp_path)))
     assert [client.get_sample().id for _ in range(3)] == paths  # type: ignore[union-attr]
     assert client.get_sample() is None
+    client.stop()
+    assert datago.live_cleanup_threads() == 0  # stop() joins: nothing left to reap
     with pytest.raises(TypeError, match="one config"):
         DatagoClient()
     with pytest.raises(TypeError, match="one config"):
@@ -122,17 +126,25 @@ def test_a_stalled_source_times_out_with_the_wheels_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     class Stalled:
+        active = 0
+
         async def handle(self, request: web.Request) -> web.StreamResponse:
-            await asyncio.sleep(3)  # no answer within the client's sample timeout
+            self.active += 1
+            await asyncio.sleep(1.5)  # no answer within the client's sample timeout
+            self.active -= 1
             return web.Response(status=404)
 
-    with serving_in_thread(Stalled()) as base:
+    server = Stalled()
+    with serving_in_thread(server) as base:
         config = {"source_type": "webdataset", "source_config": {"url": base + "s.tar"}}
         client = DatagoClient(json.dumps(config), sample_timeout=0.5)
         with caplog.at_level(logging.WARNING, logger="datago"):
             assert client.get_sample() is None
             assert client.get_sample() is None  # the pass was stopped, as the wheel's
         client.close()
+        deadline = time.monotonic() + 5
+        while server.active and time.monotonic() < deadline:  # let the server answer
+            time.sleep(0.05)
     assert [r.getMessage() for r in caplog.records] == [
         "Timeout waiting for sample after 0.5s: pass stopped, returning None"
     ]
