@@ -43,29 +43,45 @@ def build_sample(
     bucket: Bucket | None = None
     if raw.image is not None:
         image, bucket = processor.process(_read(raw.image, times), times)
-    extras: tuple[dict[str, ImagePayload], dict[str, ImagePayload]] = ({}, {})
-    for is_mask, members, built in zip(
-        (True, False), (raw.masks, raw.additional_images), extras, strict=True
-    ):
-        for name, data in members.items():
-            try:
-                built[name] = processor.process(data, times, bucket, is_mask=is_mask)[0]
-            except Exception as exc:
-                if not raw.optional_extras or stats is None:
-                    raise
-                stats.drop_member(raw.id, name, f"{type(exc).__name__}: {exc}")
+    masks: dict[str, ImagePayload] = {}
+    additional: dict[str, ImagePayload] = {}
+    if raw.masks or raw.additional_images:  # a file sample has neither: no cost
+        masks = _extras(raw, raw.masks, processor, times, bucket, stats)
+        additional = _extras(raw, raw.additional_images, processor, times, bucket, stats)
     return Sample(
         id=raw.id,
         source=raw.source,
         image=image,
         attributes_dict=raw.attributes,
         duplicate_state=raw.duplicate_state,
-        masks=extras[0],
-        additional_images=extras[1],
-        latents={name: LatentPayload(data) for name, data in raw.latents.items()},
+        masks=masks,
+        additional_images=additional,
+        latents={name: LatentPayload(data) for name, data in raw.latents.items()}
+        if raw.latents
+        else {},
         coca_embedding=raw.coca_embedding,
         tags=raw.tags,
     )
+
+
+def _extras(
+    raw: RawSample,
+    members: dict[str, bytes],
+    processor: ImageProcessor,
+    times: StageTimes,
+    bucket: Bucket | None,
+    stats: Stats | None,
+) -> dict[str, ImagePayload]:
+    """Masks (`members is raw.masks`) or additional images, in the main image's bucket."""
+    built = {}
+    for name, data in members.items():
+        try:
+            built[name] = processor.process(data, times, bucket, is_mask=members is raw.masks)[0]
+        except Exception as exc:
+            if not raw.optional_extras or stats is None:
+                raise
+            stats.drop_member(raw.id, name, f"{type(exc).__name__}: {exc}")
+    return built
 
 
 def _read(image: bytes | Path, times: StageTimes) -> bytes:
