@@ -72,6 +72,7 @@ def probe(spec: dict[str, Any]) -> dict[str, Any]:
         while (sample := client.get_sample()) is not None:
             samples[sample.id] = summary(sample)
         client = datago.DatagoClient(json.dumps(config))
+        converted: Any
         try:
             item = client.get_sample_auto_convert()
             converted = (
