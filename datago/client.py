@@ -176,7 +176,7 @@ class DatagoClient:
         if isinstance(self._config, ConfigError):
             return None  # logged when the client was made
         try:
-            return self._next_sample(timeout)
+            return self._next_sample(timeout, give_up_after=self.sample_timeout)
         except (ConfigError, LoaderError) as exc:
             self._gave_up(exc)
             return None
@@ -197,11 +197,15 @@ class DatagoClient:
             item = await current.sink.aget()
         return self._unwrap(current, item)
 
-    def _next_sample(self, timeout: float | None) -> Sample | None:
+    def _next_sample(
+        self, timeout: float | None, give_up_after: float | None = None
+    ) -> Sample | None:
+        """The next sample; `TimeoutError` after `timeout` s, or after `give_up_after` s
+        the wheel's answer: the pass stopped and None."""
         current = self._current_pass()
         if current is None:
             return None
-        wait = timeout if timeout is not None else self.sample_timeout
+        wait = timeout if timeout is not None else give_up_after
         try:
             with self._stats.waiting():
                 item = current.sink.get(wait)

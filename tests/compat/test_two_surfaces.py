@@ -169,3 +169,9 @@ def test_configs_the_wheel_accepts_construct_with_one_warning(
         "environment variable DATAGO_MAX_TASKS=0 is below 1; using 1",
     ]
     client.stop()
+
+
+def test_the_sample_timeout_is_the_wheels_surface_only(tmp_path: Path) -> None:
+    paths = write_images(tmp_path, 3)
+    with DatagoClient(file_config(tmp_path), sample_timeout=1e-6) as client:
+        assert [s.id for s in client] == paths  # iteration waits as long as it takes
