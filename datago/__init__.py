@@ -4,11 +4,15 @@ from datago import DatagoClient
 with DatagoClient(config) as client:
     for sample in client:
         ...
+
+The Rust wheel's surface is here too: `DatagoClient(json_text).get_sample()`,
+`get_sample_auto_convert()`, `initialize_logging()`, `live_cleanup_threads()`.
 """
 
 from datago._log import initialize_logging
 from datago.client import DatagoClient
 from datago.config import ClientConfig
+from datago.engine import live_cleanup_threads
 from datago.errors import (
     ClientClosedError,
     ConfigError,
@@ -17,7 +21,7 @@ from datago.errors import (
     SampleError,
     SourceError,
 )
-from datago.sample import ImagePayload, Sample
+from datago.sample import ImagePayload, LatentPayload, Sample
 from datago.stats import Stats
 
 __all__ = [
@@ -27,10 +31,12 @@ __all__ = [
     "DatagoClient",
     "DatagoError",
     "ImagePayload",
+    "LatentPayload",
     "LoaderError",
     "Sample",
     "SampleError",
     "SourceError",
     "Stats",
     "initialize_logging",
+    "live_cleanup_threads",
 ]

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from datago.imaging.process import Bucket, ImageProcessor
-from datago.sample import ImagePayload, Sample
+from datago.sample import ImagePayload, LatentPayload, Sample
 from datago.sources.base import RawSample
 from datago.stats import StageTimes, Stats
 
@@ -24,7 +24,7 @@ def build_chunk(
         if stop.is_set():
             break
         try:
-            built.append(build_sample(raw, processor, times))
+            built.append(build_sample(raw, processor, times, stats))
             times.built += 1
         except Exception as exc:
             stats.skip(raw.id, f"{type(exc).__name__}: {exc}")
@@ -32,32 +32,56 @@ def build_chunk(
     return built, times
 
 
-def build_sample(raw: RawSample, processor: ImageProcessor, times: StageTimes) -> Sample:
-    """Decode the image, then masks and additional images into the image's bucket."""
+def build_sample(
+    raw: RawSample, processor: ImageProcessor, times: StageTimes, stats: Stats | None = None
+) -> Sample:
+    """Decode the image, then masks and additional images into the image's bucket.
+
+    A mask or additional image that fails fails the sample, unless `raw.optional_extras`:
+    then it is left out, counted in `stats` and logged."""
     image = ImagePayload.empty()
     bucket: Bucket | None = None
     if raw.image is not None:
         image, bucket = processor.process(_read(raw.image, times), times)
-    masks = {
-        name: processor.process(data, times, bucket, is_mask=True)[0]
-        for name, data in raw.masks.items()
-    }
-    additional = {
-        name: processor.process(data, times, bucket)[0]
-        for name, data in raw.additional_images.items()
-    }
+    masks: dict[str, ImagePayload] = {}
+    additional: dict[str, ImagePayload] = {}
+    if raw.masks or raw.additional_images:  # a file sample has neither: no cost
+        masks = _extras(raw, raw.masks, processor, times, bucket, stats)
+        additional = _extras(raw, raw.additional_images, processor, times, bucket, stats)
     return Sample(
         id=raw.id,
         source=raw.source,
         image=image,
-        attributes=raw.attributes,
+        attributes_dict=raw.attributes,
         duplicate_state=raw.duplicate_state,
         masks=masks,
         additional_images=additional,
-        latents=raw.latents,
+        latents={name: LatentPayload(data) for name, data in raw.latents.items()}
+        if raw.latents
+        else {},
         coca_embedding=raw.coca_embedding,
         tags=raw.tags,
     )
+
+
+def _extras(
+    raw: RawSample,
+    members: dict[str, bytes],
+    processor: ImageProcessor,
+    times: StageTimes,
+    bucket: Bucket | None,
+    stats: Stats | None,
+) -> dict[str, ImagePayload]:
+    """Masks (`members is raw.masks`) or additional images, in the main image's bucket."""
+    built = {}
+    for name, data in members.items():
+        try:
+            built[name] = processor.process(data, times, bucket, is_mask=members is raw.masks)[0]
+        except Exception as exc:
+            if not raw.optional_extras or stats is None:
+                raise
+            stats.drop_member(raw.id, name, f"{type(exc).__name__}: {exc}")
+    return built
 
 
 def _read(image: bytes | Path, times: StageTimes) -> bytes:

@@ -1,8 +1,18 @@
-"""`DatagoClient`: the sync facade (`get_sample`, iteration, `with`) and `async for`."""
+"""`DatagoClient`: the Rust wheel's surface and ours, over one engine.
+
+The wheel's (`start`, `stop`, `get_sample`, `get_sample_auto_convert`) never raises for a
+config or a source it cannot use: it logs why at ERROR and returns None, as the wheel does,
+and keeps the exception in `client.error`. Ours (iteration, `async for`, `aget_sample`,
+`with`, `state_dict`, `config`) raises it: `ConfigError` / `SourceError`, at the consumer's
+place in the stream. A config that cannot be used is held in one place, `_config`, parsed
+or as its `ConfigError`: given as JSON text (the wheel's way) it is only raised by our
+surface; given as a dict or a `ClientConfig` (ours), the constructor raises it at once.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import random
 import threading
 import weakref
@@ -17,10 +27,15 @@ from datago.config import (
 )
 from datago.engine import Cursor, Pass, start_pass
 from datago.errors import ClientClosedError, ConfigError, DatagoError, LoaderError
-from datago.sample import Sample
+from datago.sample import Sample, python_types
 from datago.sink import END, Delivery, Failed, Item
 from datago.sources.base import Partition
 from datago.stats import Stats
+
+logger = logging.getLogger(__name__)
+
+WHEEL_SAMPLE_TIMEOUT_S = 300.0
+"""How long the wheel's `get_sample()` waits for one sample before it gives up."""
 
 
 class DatagoClient:
@@ -28,10 +43,14 @@ class DatagoClient:
 
     Args:
         config: upstream's JSON config, as text or as a dict, or a parsed `ClientConfig`.
+        str_config: the JSON text, under the Rust wheel's keyword name.
         workers: the torch DataLoader worker split within this rank (used by `datago.torch`).
+        sample_timeout: seconds `get_sample()` waits for one sample before it stops the
+            pass and returns None, as the wheel's (300); None waits for ever.
 
     Raises:
-        ConfigError: the config is invalid (the message names the key).
+        ConfigError: a dict or `ClientConfig` is invalid (the message names the key). JSON
+            text that cannot be used is logged at ERROR and raised by our surface only.
 
     Example:
         >>> with DatagoClient({"source_type": "file", "source_config": {"root_path": "imgs"},
@@ -42,20 +61,19 @@ class DatagoClient:
 
     def __init__(
         self,
-        config: str | Mapping[str, Any] | ClientConfig,
+        config: str | Mapping[str, Any] | ClientConfig | None = None,
         *,
+        str_config: str | None = None,
         workers: Partition | None = None,
+        sample_timeout: float | None = WHEEL_SAMPLE_TIMEOUT_S,
     ) -> None:
-        if isinstance(config, ClientConfig):
-            self.config = config
-        elif isinstance(config, str):
-            self.config = ClientConfig.from_json(config)
-        else:
-            self.config = ClientConfig.from_dict(config)
+        given = config if str_config is None else str_config
+        if given is None or (config is not None and str_config is not None):
+            raise TypeError("DatagoClient() takes one config: `config` or `str_config`")
         self._workers = workers or Partition()
-        if self._workers.count == 1 and self.config.source_config.world_size <= 1:
-            # A single reader may pick its own seed; parts of a split must share the user's.
-            self.config = _with_seed(self.config)
+        self._config = _parse(given, self._workers)
+        self.sample_timeout = sample_timeout
+        self._failure: Exception | None = None  # why the wheel's get_sample() gave None
         self._stats = Stats()
         self._lock = threading.Lock()
         self._pass: Pass | None = None
@@ -68,18 +86,44 @@ class DatagoClient:
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    @property
+    def config(self) -> ClientConfig:
+        """The parsed config. Raises the `ConfigError` of JSON text that could not be used."""
+        if isinstance(self._config, ConfigError):
+            raise self._config
+        return self._config
+
+    @config.setter
+    def config(self, config: ClientConfig) -> None:
+        self._config = config
+
+    def _raise_config_error(self) -> None:
+        if isinstance(self._config, ConfigError):
+            raise self._config
+
+    @property
+    def error(self) -> Exception | None:
+        """Why the wheel's `get_sample()` returned None before the end of the data: the
+        config's `ConfigError`, the pass's `LoaderError`, or a `TimeoutError`; else None."""
+        return self._config if isinstance(self._config, ConfigError) else self._failure
+
     def start(self) -> None:
-        """Start a pass; does nothing while one runs. After the end or `stop()`, a new pass."""
+        """Start a pass; does nothing while one runs. After the end or `stop()`, a new pass.
+
+        With a config that cannot be used, it does nothing (the wheel's way)."""
         with self._lock:
             if self._closed:
                 raise ClientClosedError("this DatagoClient is closed")
+            if isinstance(self._config, ConfigError):
+                return
             if self._pass is not None and not self._finished:
                 return
             self._shutdown_pass()
             self._cursor = self._resume or Cursor(epoch=self._cursor.epoch + 1)
             self._resume = None
-            self._pass = start_pass(self.config, self._stats, self._cursor, self._workers)
+            self._pass = start_pass(self._config, self._stats, self._cursor, self._workers)
             self._finished = self._completed = False
+            self._failure = None
             # Closes the pass when the client is garbage-collected; holds no reference to it.
             self._finalizer = weakref.finalize(self, self._pass.close)
             self._finalizer.atexit = False  # at exit the engine closes every pass in 1 s
@@ -101,12 +145,14 @@ class DatagoClient:
             self._finished = True
 
     def __enter__(self) -> DatagoClient:
+        self._raise_config_error()  # ours: a config that cannot be used raises here
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     async def __aenter__(self) -> DatagoClient:
+        self._raise_config_error()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -117,25 +163,33 @@ class DatagoClient:
     def get_sample(self, timeout: float | None = None) -> Sample | None:
         """The next sample; None at the end of the pass (call `start()` for another).
 
-        Blocks, without using CPU, until a sample is ready. The first call starts a pass.
+        The wheel's way: blocks, without using CPU, until a sample is ready; the first call
+        starts a pass. None also when the pass cannot go on (a config or a source it cannot
+        use, a fatal source error): the reason is logged at ERROR once and kept in
+        `client.error`. After `sample_timeout` seconds without a sample it logs a warning,
+        stops the pass and returns None, as the wheel after 300 s.
 
-        Raises:
-            LoaderError: the pass failed (e.g. `SourceError`); raised after every sample
-                produced before the failure.
-            TimeoutError: `timeout` seconds passed without a sample.
+        Args:
+            timeout: ours: raise `TimeoutError` after this many seconds without a sample
+                instead (the pass goes on).
         """
-        current = self._current_pass()
-        if current is None:
-            return None
+        if isinstance(self._config, ConfigError):
+            return None  # logged when the client was made
         try:
-            with self._stats.waiting():
-                item = current.sink.get(timeout)
-        except Exception as exc:  # queue.Empty
-            raise TimeoutError(f"no sample within {timeout}s") from exc
-        return self._unwrap(current, item)
+            return self._next_sample(timeout, give_up_after=self.sample_timeout)
+        except (ConfigError, LoaderError) as exc:
+            self._gave_up(exc)
+            return None
+
+    def get_sample_auto_convert(self) -> dict[str, Any] | None:
+        """`get_sample()` as the wheel's dict of Python types: PIL images (None for a sample
+        without one), attribute values as JSON text, latents as `{"data", "len"}`."""
+        sample = self.get_sample()
+        return None if sample is None else python_types(sample)
 
     async def aget_sample(self) -> Sample | None:
-        """`get_sample` for asyncio code: awaits without blocking the caller's loop."""
+        """`get_sample` for asyncio code: awaits without blocking the caller's loop; ours,
+        so it raises what the pass failed with."""
         current = self._current_pass()
         if current is None:
             return None
@@ -143,15 +197,47 @@ class DatagoClient:
             item = await current.sink.aget()
         return self._unwrap(current, item)
 
+    def _next_sample(
+        self, timeout: float | None, give_up_after: float | None = None
+    ) -> Sample | None:
+        """The next sample; `TimeoutError` after `timeout` s, or after `give_up_after` s
+        the wheel's answer: the pass stopped and None."""
+        current = self._current_pass()
+        if current is None:
+            return None
+        wait = timeout if timeout is not None else give_up_after
+        try:
+            with self._stats.waiting():
+                item = current.sink.get(wait)
+        except Exception as exc:  # queue.Empty
+            if timeout is not None:
+                raise TimeoutError(f"no sample within {timeout}s") from exc
+            logger.warning(
+                "Timeout waiting for sample after %gs: pass stopped, returning None", wait
+            )
+            self.stop()
+            self._failure = TimeoutError(f"no sample within {wait}s")
+            return None
+        return self._unwrap(current, item)
+
+    def _gave_up(self, error: ConfigError | LoaderError) -> None:
+        """The wheel's answer to a pass that cannot go on: None, the reason logged once."""
+        if error is not self._failure:
+            self._failure = error
+            logger.error("%s; get_sample() returns None (see client.error)", error)
+
     def __iter__(self) -> Iterator[Sample]:
-        """Iterate one pass; a loop started after the end begins a new pass."""
+        """Iterate one pass; a loop started after the end begins a new pass. Raises what
+        the pass failed with (`SourceError`, ...) after the samples produced before it."""
+        self._raise_config_error()
         if self._finished or self._pass is None:
             self.start()
-        while (sample := self.get_sample()) is not None:
+        while (sample := self._next_sample(None)) is not None:
             yield sample
 
     async def __aiter__(self) -> AsyncIterator[Sample]:
         """`async for sample in client`: one pass, as `__iter__`."""
+        self._raise_config_error()
         if self._finished or self._pass is None:
             self.start()
         while (sample := await self.aget_sample()) is not None:
@@ -165,6 +251,7 @@ class DatagoClient:
     def _current_pass(self) -> Pass | None:
         if self._closed:
             raise ClientClosedError("this DatagoClient is closed")
+        self._raise_config_error()
         if self._pass is None:
             self.start()
         return None if self._finished else self._pass
@@ -240,6 +327,31 @@ class DatagoClient:
 
 
 _CURSOR_KEYS = ("epoch", "position", "delivered")
+
+
+def _parse(
+    config: str | Mapping[str, Any] | ClientConfig, workers: Partition
+) -> ClientConfig | ConfigError:
+    """The parsed config, or, for JSON text (the wheel's way), the `ConfigError` it raised:
+    logged at ERROR now, as the wheel logs it, and raised later by our surface only."""
+    try:
+        if isinstance(config, ClientConfig):
+            parsed = config
+        elif isinstance(config, str):
+            parsed = ClientConfig.from_json(config)
+        elif isinstance(config, Mapping):
+            parsed = ClientConfig.from_dict(config)
+        else:
+            raise TypeError(f"config must be JSON text, a dict or a ClientConfig, got {config!r}")
+    except ConfigError as exc:
+        if not isinstance(config, str):
+            raise
+        logger.error("%s; this client returns no samples (see client.error)", exc)
+        return exc
+    if workers.count == 1 and parsed.source_config.world_size <= 1:
+        # A single reader may pick its own seed; parts of a split must share the user's.
+        parsed = _with_seed(parsed)
+    return parsed
 
 
 def _seed_of(config: ClientConfig) -> int | None:

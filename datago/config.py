@@ -1,13 +1,15 @@
 """Typed, validated configuration: upstream's JSON config plus the environment variables.
 
 `ClientConfig.from_json(text)` / `from_dict(d)` accept every key of Photoroom's datago with its
-upstream default. An unknown key, a value of the wrong type or an impossible value raises
-`ConfigError` (a `ValueError`) naming the key; upstream's silent `None` client is not copied.
+upstream default. A value of the wrong type or an impossible value raises `ConfigError` (a
+`ValueError`) naming the key. Keys it does not know are ignored, as the Rust wheel ignores
+them, with one WARNING naming them and the closest known key (`strict=True` raises instead).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import logging
 import math
@@ -20,6 +22,7 @@ from typing import Any, Literal, TypeVar
 
 from datago.errors import ConfigError
 from datago.imaging.buckets import BucketTable
+from datago.imaging.decode import DEFAULT_MAX_IMAGE_PIXELS
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +32,7 @@ SourceType = Literal["db", "file", "webdataset"]
 _UPSTREAM_NO_OP_KEYS = {
     "": {"rank", "world_size", "num_threads", "max_connections", "image_transform"},
     "source_config": {"shuffle", "return_latents", "return_duplicate_state", "max_connections"},
+    "image_config": {"image_format"},  # newer upstream releases
 }
 
 
@@ -122,8 +126,8 @@ class DbSourceConfig:
     world_size: int = 0
 
     def validate(self, path: str) -> None:
-        if not 1 <= self.page_size <= 2000:
-            raise ConfigError(f"{path}.page_size must be in [1, 2000], got {self.page_size}")
+        if self.page_size < 1:  # dataroom refuses over 2000; another server may not
+            raise ConfigError(f"{path}.page_size must be >= 1, got {self.page_size}")
         _check_rank(self.rank, self.world_size, path)
 
 
@@ -140,16 +144,25 @@ class ImageConfig:
     image_to_rgb8: bool = False
     encode_format: Literal["png", "jpeg"] = "png"
     jpeg_quality: int = 92
+    """0-255 as upstream's u8; used clamped to [1, 100], as the Rust image crate does."""
     apply_exif_orientation: bool = False
     """Rotate images by their EXIF orientation tag (ours; upstream never does)."""
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
+    """Pixel budget (width x height) of one decoded image (ours): a larger one is skipped as a
+    decompression bomb before anything is allocated; None: no limit. The default lets
+    through what the Rust wheel decodes (512 MiB of RGB8, ~179 MP)."""
 
     def validate(self, path: str) -> None:
         if self.encode_format not in ("png", "jpeg"):
             raise ConfigError(
                 f"{path}.encode_format must be 'png' or 'jpeg', got {self.encode_format!r}"
             )
-        if not 0 <= self.jpeg_quality <= 100:
-            raise ConfigError(f"{path}.jpeg_quality must be in [0, 100], got {self.jpeg_quality}")
+        if not 0 <= self.jpeg_quality <= 255:
+            raise ConfigError(f"{path}.jpeg_quality must be in [0, 255], got {self.jpeg_quality}")
+        if self.max_image_pixels is not None and self.max_image_pixels < 1:
+            raise ConfigError(
+                f"{path}.max_image_pixels must be >= 1 or null, got {self.max_image_pixels}"
+            )
         if not self.crop_and_resize:
             return
         if self.downsampling_ratio <= 0:
@@ -203,17 +216,21 @@ class ClientConfig:
     prefetch_buffer_size: int = 64
 
     @classmethod
-    def from_json(cls, text: str) -> ClientConfig:
-        """Parse upstream's JSON config text."""
+    def from_json(cls, text: str, *, strict: bool = False) -> ClientConfig:
+        """Parse upstream's JSON config text (see `from_dict`)."""
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"config is not valid JSON: {exc}") from exc
-        return cls.from_dict(data)
+        return cls.from_dict(data, strict=strict)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ClientConfig:
-        """Parse a config dict (the JSON object); raise `ConfigError` naming any bad key."""
+    def from_dict(cls, data: Mapping[str, Any], *, strict: bool = False) -> ClientConfig:
+        """Parse a config dict (the JSON object); raise `ConfigError` naming any bad value.
+
+        Unknown keys are ignored with one WARNING that names each and the closest known
+        key; with `strict`, the first one raises `ConfigError`.
+        """
         if not isinstance(data, Mapping):
             raise ConfigError(f"config must be a JSON object, got {type(data).__name__}")
         data = dict(data)
@@ -224,12 +241,19 @@ class ClientConfig:
             )
         if "source_config" not in data:
             raise ConfigError("source_config is required")
+        unknown: list[str] = []
         data["source_config"] = _build(
-            _SOURCE_CONFIGS[source_type], data["source_config"], "source_config"
+            _SOURCE_CONFIGS[source_type], data["source_config"], "source_config", unknown
         )
         if data.get("image_config") is not None:
-            data["image_config"] = _build(ImageConfig, data["image_config"], "image_config")
-        config = _build(cls, data, "", prebuilt={"source_config", "image_config"})
+            data["image_config"] = _build(
+                ImageConfig, data["image_config"], "image_config", unknown
+            )
+        config = _build(cls, data, "", unknown, prebuilt={"source_config", "image_config"})
+        if unknown and strict:
+            raise ConfigError(f"unknown config key {unknown[0]}")
+        if unknown:
+            logger.warning("unknown config keys ignored: %s", "; ".join(unknown))
         config.validate()
         return config
 
@@ -281,15 +305,21 @@ class Environment:
 
 
 def _env_int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    """An integer variable; as upstream, a bad value falls back (to `default`, or up to
+    `minimum`) instead of failing, with a warning."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigError(f"environment variable {name} must be an integer, got {raw!r}") from None
+        logger.warning("environment variable %s=%r is not an integer; using %d", name, raw, default)
+        return default
     if value < minimum:
-        raise ConfigError(f"environment variable {name} must be >= {minimum}, got {value}")
+        logger.warning(
+            "environment variable %s=%d is below %d; using %d", name, value, minimum, minimum
+        )
+        return minimum
     return value
 
 
@@ -297,9 +327,14 @@ _T = TypeVar("_T")
 
 
 def _build(
-    cls: type[_T], data: Any, path: str, prebuilt: frozenset[str] | set[str] = frozenset()
+    cls: type[_T],
+    data: Any,
+    path: str,
+    unknown: list[str],
+    prebuilt: frozenset[str] | set[str] = frozenset(),
 ) -> _T:
-    """Instantiate the dataclass `cls` from a mapping, checking keys and value types."""
+    """Instantiate the dataclass `cls` from a mapping, checking value types; keys it does not
+    know go to `unknown`, each with a hint."""
     where = path or "config"
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where} must be a JSON object, got {type(data).__name__}")
@@ -312,8 +347,9 @@ def _build(
         if key not in names:
             if key in no_ops:
                 logger.debug("config key %s does nothing (as upstream); ignored", dotted)
-                continue
-            raise ConfigError(f"unknown config key {dotted!r}")
+            else:
+                unknown.append(f"{dotted!r}{_hint(key, names | no_ops, path)}")
+            continue
         if key not in prebuilt:
             _check_type(value, hints[key], dotted)
         kwargs[key] = value
@@ -327,6 +363,21 @@ def _build(
     if missing:
         raise ConfigError(f"{path + '.' if path else ''}{missing[0]} is required")
     return cls(**kwargs)
+
+
+def _hint(key: str, known: set[str], path: str) -> str:
+    """Why an unknown key may be there: the source type it belongs to, or the closest known
+    key when one is close."""
+    if path == "source_config":
+        owners = [name for name, kind in _SOURCE_CONFIGS.items() if key in _field_names(kind)]
+        if owners:
+            return f" (a key of source_type {owners[0]!r})"
+    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""  # a comment key, say
+
+
+def _field_names(cls: type[Any]) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
 
 
 def _check_type(value: Any, hint: Any, key: str) -> None:

@@ -119,9 +119,8 @@ class Pass:
     def _run(self) -> None:
         self._adopt()
         asyncio.set_event_loop(self.loop)
-        self.loop.set_default_executor(
-            ThreadPoolExecutor(thread_name_prefix="datago-resolve", initializer=self._adopt)
-        )
+        resolver = ThreadPoolExecutor(thread_name_prefix="datago-resolve", initializer=self._adopt)
+        self.loop.set_default_executor(resolver)
         try:
             self._main = self.loop.create_task(self._produce_all())
             self.loop.call_soon(self._started.set)
@@ -131,8 +130,9 @@ class Pass:
         finally:
             self._started.set()
             self.loop.run_until_complete(self.loop.shutdown_asyncgens())
-            # aiohttp resolves host names in the loop's default executor: join its threads.
-            self.loop.run_until_complete(self.loop.shutdown_default_executor())
+            # aiohttp resolves host names in the loop's default executor: join its threads,
+            # here (`shutdown_default_executor` starts a thread, refused at interpreter exit).
+            resolver.shutdown(wait=True)
             self.loop.close()
 
     async def _produce_all(self) -> None:
@@ -302,7 +302,6 @@ async def _take_chunk(
         item = raws.get_nowait()
 
 
-@atexit.register
 def _close_live_passes() -> None:
     """Interpreter exit: stop every pass still running, within a second in all."""
     passes = list(_live_passes)
@@ -311,6 +310,18 @@ def _close_live_passes() -> None:
     deadline = time.monotonic() + 1.0
     for run in passes:
         run.close(timeout=max(deadline - time.monotonic(), 0.0))
+
+
+def live_cleanup_threads() -> int:
+    """Passes stopped whose threads have not finished yet (the wheel's function of this name:
+    its `stop()` returns at once and reaps in the background; ours joins, so usually 0)."""
+    return sum(1 for run in list(_live_passes) if run.cancelled.is_set() and run.thread.is_alive())
+
+
+# Run at exit before concurrent.futures refuses new work and (Python >= 3.12) before new
+# threads are refused: threading's exit hooks run first, the last registered first.
+_register_exit_hook = getattr(threading, "_register_atexit", atexit.register)
+_register_exit_hook(_close_live_passes)
 
 
 def start_pass(config: ClientConfig, stats: Stats, cursor: Cursor, workers: Partition) -> Pass:

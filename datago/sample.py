@@ -1,19 +1,31 @@
-"""What the loader hands out: `Sample` and its numpy-backed `ImagePayload`."""
+"""What the loader hands out: `Sample`, its numpy-backed `ImagePayload` and `LatentPayload`.
+
+Both surfaces read the same objects. The Rust wheel's surface: `attributes` as JSON text,
+`ImagePayload.get_payload()`, calling a payload or reading a PIL attribute from it (`mode`,
+`save`, `convert`, ...), `np.asarray(payload)`, `to_pil_image`, `to_numpy_array`, latents with
+`.data` / `.len`, and `python_types` (what `get_sample_auto_convert()` returns). Ours:
+`attributes_dict`, `data` as an (H, W, C) array, `to_numpy`, `to_pil`.
+"""
 
 from __future__ import annotations
 
-import io
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import DTypeLike, NDArray
 from PIL import Image
 
 PixelArray = NDArray[np.uint8] | NDArray[np.uint16]
 """Decoded pixels, always (height, width, channels); uint16 for 16-bit images."""
 
-_PIL_MODES = {(1, 8), (2, 8), (3, 8), (4, 8), (1, 16)}  # (channels, bit depth) PIL can hold
+_PIL_MODES = {(1, 8): "L", (2, 8): "LA", (3, 8): "RGB", (4, 8): "RGBA", (1, 16): "I;16"}
+"""PIL mode of raw pixels, by (channels, bit depth)."""
+_PAYLOAD_FIELDS = frozenset(
+    {"data", "width", "height", "original_width", "original_height", "channels", "bit_depth"}
+    | {"is_encoded"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +34,9 @@ class ImagePayload:
 
     `width`/`height` are the delivered size, `original_*` the decoded size before any
     crop/resize. As upstream, `channels` is -1 for encoded payloads and 0 for an empty one.
+    As the Rust wheel's payload it also behaves as a PIL image: `payload()` returns one,
+    attributes a payload lacks (`save`, `convert`, `getpixel`, `info`, ...) are read from a PIL
+    image built for that access, and `np.asarray(payload)` gives the pixels PIL would.
     """
 
     data: PixelArray | bytes
@@ -53,6 +68,13 @@ class ImagePayload:
         """(width, height), as PIL reports it."""
         return (self.width, self.height)
 
+    @property
+    def mode(self) -> str:
+        """The PIL mode (L, LA, RGB, RGBA or I;16), read without decoding."""
+        if isinstance(self.data, np.ndarray):
+            return _PIL_MODES.get((self.channels, self.bit_depth), "")
+        return self._open().mode
+
     def __bool__(self) -> bool:
         return self.width > 0 and self.height > 0
 
@@ -65,17 +87,14 @@ class ImagePayload:
             return np.zeros((0, 0, 0), dtype=np.uint8)
         from datago.imaging.decode import decode_image  # imaging depends on this module
 
-        pixels, _ = decode_image(self.data)
+        pixels, _ = decode_image(self.data, max_pixels=None)  # bytes we encoded ourselves
         return pixels
 
     def to_pil(self) -> Image.Image:
-        """The image as a PIL image (L, LA, RGB, RGBA or I;16)."""
+        """The image as a PIL image (L, LA, RGB, RGBA or I;16); encoded payloads are opened
+        lazily, as the wheel does (pixels are decoded on first use)."""
         if not isinstance(self.data, np.ndarray):
-            if not self:
-                raise ValueError("this payload is empty: the sample has no image")
-            img = Image.open(io.BytesIO(self.data))
-            img.load()
-            return img
+            return self._open()
         if (self.channels, self.bit_depth) not in _PIL_MODES:
             raise ValueError(
                 f"{self.channels}-channel {self.bit_depth}-bit pixels have no PIL mode; "
@@ -83,22 +102,151 @@ class ImagePayload:
             )
         return Image.fromarray(self.data[:, :, 0] if self.channels == 1 else self.data)
 
-    # Upstream's method names, so code written for the Rust client keeps working.
+    def _open(self) -> Image.Image:
+        if not self:
+            raise ValueError("this payload is empty: the sample has no image")
+        from datago.imaging.decode import open_unguarded  # imaging depends on this module
+
+        assert isinstance(self.data, bytes)
+        return open_unguarded(self.data)
+
+    # -- the Rust wheel's surface ----------------------------------------------------------
+
     to_numpy_array = to_numpy
     to_pil_image = to_pil
+
+    def get_payload(self) -> PayloadBytes:
+        """The wheel's inner payload: the same fields, `data` as bytes."""
+        return PayloadBytes(
+            self.width,
+            self.height,
+            self.original_width,
+            self.original_height,
+            self.channels,
+            self.bit_depth,
+            self.is_encoded,
+            payload=self,
+        )
+
+    def __call__(self) -> Image.Image:
+        """The PIL image, as calling the wheel's payload gives it."""
+        return self.to_pil()
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names the payload lacks; never for fields (unpickling reads them
+        # before they are set) or private names (numpy probes `__array_interface__`).
+        if name.startswith("_") or name in _PAYLOAD_FIELDS:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return getattr(self.to_pil(), name)
+
+    def __array__(self, dtype: DTypeLike | None = None, copy: bool | None = None) -> NDArray[Any]:
+        """`np.asarray(payload)`: the pixels PIL would give, (H, W) for one channel. Raw
+        pixels come as a read-only view (no copy), unless `copy` or `dtype` asks for one."""
+        pixels: NDArray[Any] = self.to_numpy()
+        fresh = not isinstance(self.data, np.ndarray)
+        if pixels.ndim == 3 and pixels.shape[2] == 1:
+            pixels = pixels[:, :, 0]
+        if dtype is not None and np.dtype(dtype) != pixels.dtype:
+            if copy is False:
+                raise ValueError(f"{pixels.dtype} pixels cannot become {dtype} without a copy")
+            pixels, fresh = pixels.astype(dtype), True
+        if copy and not fresh:
+            return pixels.copy()
+        if not fresh:
+            pixels = pixels.view()
+            pixels.flags.writeable = False
+        return pixels
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadBytes:
+    """What the wheel's `get_payload()` returns: the payload's fields, with `data` as bytes."""
+
+    width: int
+    height: int
+    original_width: int
+    original_height: int
+    channels: int
+    bit_depth: int
+    is_encoded: bool
+    payload: ImagePayload = field(repr=False, compare=False)
+
+    @property
+    def data(self) -> bytes:
+        """Encoded bytes, or the raw pixels' bytes (HWC, row-major; a copy per read, as the
+        wheel's)."""
+        data = self.payload.data
+        return data if isinstance(data, bytes) else data.tobytes()
+
+    def to_pil_image(self) -> Image.Image:
+        return self.payload.to_pil()
+
+    def to_numpy_array(self) -> PixelArray:
+        return self.payload.to_numpy()
+
+
+@dataclass(frozen=True, slots=True)
+class LatentPayload:
+    """A latent file of a db sample, as the wheel's: its bytes and their length."""
+
+    data: bytes
+
+    @property
+    def len(self) -> int:
+        return len(self.data)
 
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """One training sample: its id, its image and everything that came with it."""
+    """One training sample: its id, its image and everything that came with it.
+
+    `attributes` is the JSON text the Rust wheel gives (`'{}'` for files); `attributes_dict`
+    is the same, parsed.
+    """
 
     id: str
     source: str
     image: ImagePayload = field(default_factory=ImagePayload.empty)
-    attributes: dict[str, Any] = field(default_factory=dict)
+    attributes_dict: dict[str, Any] = field(default_factory=dict)
     duplicate_state: int = 0
     masks: dict[str, ImagePayload] = field(default_factory=dict)
     additional_images: dict[str, ImagePayload] = field(default_factory=dict)
-    latents: dict[str, bytes] = field(default_factory=dict)
+    latents: dict[str, LatentPayload] = field(default_factory=dict)
     coca_embedding: list[float] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
+
+    @property
+    def attributes(self) -> str:
+        """The attributes as compact JSON text, as the wheel's `attributes`."""
+        return _json_text(self.attributes_dict) if self.attributes_dict else "{}"
+
+
+def python_types(sample: Sample) -> dict[str, Any]:
+    """The wheel's `get_sample_auto_convert()` dict: PIL images (None for a sample without
+    one), attribute values as JSON text, latents as `{"data": bytes, "len": int}`."""
+    return {
+        "id": sample.id,
+        "source": sample.source,
+        "duplicate_state": sample.duplicate_state,
+        "attributes": {name: _json_text(value) for name, value in sample.attributes_dict.items()},
+        "tags": list(sample.tags),
+        "coca_embedding": list(sample.coca_embedding),
+        "latents": {
+            name: {"data": latent.data, "len": latent.len}
+            for name, latent in sample.latents.items()
+        },
+        "image": _pil(sample.image),
+        "masks": {name: _pil(payload) for name, payload in sample.masks.items()},
+        "additional_images": {
+            name: _pil(payload) for name, payload in sample.additional_images.items()
+        },
+    }
+
+
+def _json_text(value: Any) -> str:
+    """Compact JSON, non-ASCII kept, as serde_json writes it."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _pil(payload: ImagePayload) -> Image.Image | None:
+    return payload.to_pil() if payload else None

@@ -38,6 +38,8 @@ class Stats:
     skips_in_a_row: int = 0
     """Samples dropped since the last one decoded well (a source that yields nothing usable
     shows as an ever longer run)."""
+    dropped_members: int = 0
+    """Masks or additional images left out of a delivered sample (a bad webdataset member)."""
     source_errors: int = 0
     """Units of the source lost after retries (a shard, a page), each also logged."""
     bytes_read: int = 0
@@ -65,6 +67,16 @@ class Stats:
             count = self.skipped
         if count <= _MAX_LOGGED_SKIPS or count % 1000 == 0:
             logger.warning("skipped sample %r: %s (%d skipped so far)", sample_id, reason, count)
+
+    def drop_member(self, sample_id: str, member: str, reason: str) -> None:
+        """Count and log one member left out of a sample that is still delivered."""
+        with self._lock:
+            self.dropped_members += 1
+            count = self.dropped_members
+        if count <= _MAX_LOGGED_SKIPS or count % 1000 == 0:
+            logger.warning(
+                "sample %r: left out %r: %s (%d left out so far)", sample_id, member, reason, count
+            )
 
     def source_error(self, what: str, reason: str) -> None:
         """Count and log a part of the source that was lost for good."""

@@ -27,13 +27,12 @@ from typing import Any, Literal, get_args
 import numpy as np
 import torch
 import torch.distributed as dist
-from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
 from datago.client import DatagoClient
 from datago.config import ClientConfig, usable_cpus
 from datago.errors import ConfigError
-from datago.sample import ImagePayload, PixelArray, Sample
+from datago.sample import ImagePayload, PixelArray, Sample, python_types
 from datago.sources.base import Partition
 from datago.torch_batching import ShapeBatcher
 
@@ -50,9 +49,9 @@ class DatagoIterDataset(IterableDataset[Any]):
 
     Args:
         config: upstream's JSON config (text or dict) or a `ClientConfig`; parsed here.
-        return_python_types: yield upstream's `get_sample_auto_convert` dicts (PIL images;
-            `attributes` holds JSON values, not upstream's JSON text of each value). False
-            by default, where upstream's is True: items are then our typed `Sample`s.
+        return_python_types: yield the wheel's `get_sample_auto_convert()` dicts (PIL
+            images, attribute values as JSON text). False by default, where upstream's is
+            True: items are then our typed `Sample`s.
         batch_size: yield batches of this many samples of one image shape (see below).
         drop_last: with `batch_size`, drop partial batches instead of yielding them (the
             count is logged at INFO at the end of each pass).
@@ -248,7 +247,7 @@ class DatagoIterDataset(IterableDataset[Any]):
 
     def _items(self, samples: Iterable[Sample]) -> Iterator[Any]:
         if self.return_python_types:
-            return map(to_python_types, samples)
+            return map(python_types, samples)
         if self.batch_size is None:
             if not self.tensors:
                 return iter(samples)
@@ -286,7 +285,7 @@ class DatagoIterDataset(IterableDataset[Any]):
         return {
             **_metadata(sample),
             "original_size": (sample.image.original_width, sample.image.original_height),
-            "latents": dict(sample.latents),
+            "latents": {name: latent.data for name, latent in sample.latents.items()},
             "masks": {name: tensor(p) for name, p in sample.masks.items()},
             "additional_images": {name: tensor(p) for name, p in sample.additional_images.items()},
         }
@@ -309,37 +308,15 @@ def to_tensor(arrays: Sequence[PixelArray], layout: Layout, pin_memory: bool) ->
     return out.permute(0, 3, 1, 2) if layout == "channels_last" else out
 
 
-def to_python_types(sample: Sample) -> dict[str, Any]:
-    """Upstream's `get_sample_auto_convert` dict, with JSON values (not text) in `attributes`.
-
-    Images become PIL images (None for a sample without image); latents `{"data", "len"}`.
-    """
-    return {
-        **_metadata(sample),
-        "latents": {
-            name: {"data": data, "len": len(data)} for name, data in sample.latents.items()
-        },
-        "image": _pil(sample.image),
-        "masks": {name: _pil(payload) for name, payload in sample.masks.items()},
-        "additional_images": {
-            name: _pil(payload) for name, payload in sample.additional_images.items()
-        },
-    }
-
-
 def _metadata(sample: Sample) -> dict[str, Any]:
     return {
         "id": sample.id,
         "source": sample.source,
         "duplicate_state": sample.duplicate_state,
-        "attributes": sample.attributes,
+        "attributes": sample.attributes_dict,
         "tags": list(sample.tags),
         "coca_embedding": list(sample.coca_embedding),
     }
-
-
-def _pil(payload: ImagePayload) -> Image.Image | None:
-    return payload.to_pil() if payload else None
 
 
 def _parse(config: str | Mapping[str, Any] | ClientConfig) -> ClientConfig:

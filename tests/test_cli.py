@@ -10,7 +10,7 @@ import pytest
 
 from datago.cli import main
 from datago.imaging.buckets import BucketTable
-from tests.helpers import write_images
+from tests.helpers import path_of, write_images
 
 REPORT_KEYS = {
     "samples", "elapsed_s", "images_per_s", "mb_per_s", "bytes_read", "first_sample_s",
@@ -50,7 +50,7 @@ def test_bench_config_file_with_resize_counts_a_corrupt_image(tmp_path, capsys):
 
 
 def test_bench_webdataset_local_shard(tmp_path, capsys):
-    jpegs = [path for path in write_images(tmp_path / "images", 6) if path.endswith(".jpg")]
+    jpegs = [path_of(i) for i in write_images(tmp_path / "images", 6) if i.endswith('.jpg"')]
     with tarfile.open(tmp_path / "shard-000.tar", "w") as tar:
         for index, path in enumerate(jpegs):
             tar.add(path, arcname=f"s{index}.jpg")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -108,9 +109,6 @@ def file_config(**changes: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"unknown_key": 1}, "unknown config key 'unknown_key'"),
-        ({"source_config__roots": "/x"}, "unknown config key 'source_config.roots'"),
-        ({"image_config__size": 3}, "unknown config key 'image_config.size'"),
         ({"limit": 0}, "limit must be > 0, got 0"),
         ({"limit": "10"}, "limit must be of type int or null, got '10'"),
         ({"samples_buffer_size": 0}, "samples_buffer_size must be > 0"),
@@ -138,7 +136,8 @@ def file_config(**changes: Any) -> dict[str, Any]:
         ({"image_config__max_aspect_ratio": math.inf}, "max_aspect_ratio must be a finite number"),
         ({"image_config__min_aspect_ratio": math.nan}, "min_aspect_ratio must be a finite number"),
         ({"image_config__encode_format": "gif"}, "image_config.encode_format must be"),
-        ({"image_config__jpeg_quality": 101}, "image_config.jpeg_quality must be in"),
+        ({"image_config__jpeg_quality": 256}, "image_config.jpeg_quality must be in [0, 255]"),
+        ({"image_config__max_image_pixels": 0}, "image_config.max_image_pixels must be >= 1"),
         ({"image_config": []}, "image_config must be a JSON object"),
     ],
 )
@@ -149,19 +148,53 @@ def test_bad_configs_raise_value_error_naming_the_key(
         DatagoClient(file_config(**changes))
 
 
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"unknown_key": 1}, "'unknown_key'"),
+        ({"limt": 3}, "'limt' (did you mean 'limit'?)"),
+        ({"source_config__root_pth": "/x"}, "'source_config.root_pth' (did you mean 'root_path'?)"),
+        ({"source_config__page_size": 10}, "'source_config.page_size' (a key of source_type 'db')"),
+        ({"image_config__size": 3}, "'image_config.size'"),
+    ],
+)
+def test_unknown_keys_are_ignored_with_one_warning_naming_the_closest_key(
+    changes: dict[str, Any], named: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="datago.config"):
+        config = ClientConfig.from_dict(file_config(**changes))
+    assert config == ClientConfig.from_dict(file_config())
+    assert [r.getMessage() for r in caplog.records] == [f"unknown config keys ignored: {named}"]
+    with pytest.raises(ConfigError, match=re.escape(f"unknown config key {named}")):
+        ClientConfig.from_dict(file_config(**changes), strict=True)
+
+
+def test_keys_upstream_accepts_and_limits_it_does_not_impose_construct(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="datago.config"):
+        newer = ClientConfig.from_dict(file_config(image_config__image_format="jpeg"))
+        db = ClientConfig.from_dict({"source_config": {"sources": "A", "page_size": 5000}})
+        quality = ClientConfig.from_dict(file_config(image_config__jpeg_quality=255))
+    assert newer.image_config == ClientConfig.from_dict(file_config()).image_config
+    assert isinstance(db.source_config, DbSourceConfig) and db.source_config.page_size == 5000
+    assert quality.image_config is not None and quality.image_config.jpeg_quality == 255
+    assert not caplog.records  # known keys: no warning
+
+
 def test_bad_json_and_missing_keys() -> None:
     with pytest.raises(ConfigError, match="not valid JSON"):
-        DatagoClient("{not json")
+        ClientConfig.from_json("{not json")
     with pytest.raises(ConfigError, match="config must be a JSON object"):
-        DatagoClient("[1, 2]")
+        ClientConfig.from_json("[1, 2]")
     with pytest.raises(ConfigError, match="source_config is required"):
         DatagoClient({"source_type": "file"})
     with pytest.raises(ConfigError, match=r"source_config\.root_path is required"):
         DatagoClient({"source_type": "file", "source_config": {}})
     with pytest.raises(ConfigError, match=r"source_config\.page_size is required"):
         DatagoClient({"source_config": {"sources": "A"}})
-    with pytest.raises(ConfigError, match=r"source_config.page_size must be in \[1, 2000\]"):
-        DatagoClient({"source_config": {"sources": "A", "page_size": 5000}})
+    with pytest.raises(ConfigError, match=r"source_config.page_size must be >= 1, got 0"):
+        DatagoClient({"source_config": {"sources": "A", "page_size": 0}})
 
 
 def test_image_configs_that_fail_at_the_first_sample_upstream_fail_at_construction() -> None:
@@ -171,11 +204,11 @@ def test_image_configs_that_fail_at_the_first_sample_upstream_fail_at_constructi
         image_config__max_aspect_ratio=0.3,
     )
     with pytest.raises(ConfigError, match=re.escape("224, downsampling ratio 16 and ratios [0.3")):
-        DatagoClient(json.dumps(empty_table))
+        DatagoClient(empty_table)
     text = json.dumps(file_config(image_config__max_aspect_ratio=math.inf))
     assert '"max_aspect_ratio": Infinity' in text  # JSON text that json.loads accepts
     with pytest.raises(ConfigError, match="max_aspect_ratio must be a finite number, got inf"):
-        DatagoClient(text)
+        ClientConfig.from_json(text)
 
 
 def test_environment_variables() -> None:
@@ -190,10 +223,23 @@ def test_environment_variables() -> None:
     assert (env.max_tasks, env.max_retries) == (5, 7)
     assert (env.dataroom_api_url, env.dataroom_api_key) == ("http://127.0.0.1:1/api/", "k")
     assert Environment.from_env({}).max_retries == 3
-    with pytest.raises(ConfigError, match="DATAGO_MAX_TASKS must be an integer"):
-        Environment.from_env({"DATAGO_MAX_TASKS": "many"})
-    with pytest.raises(ConfigError, match="DATAGO_MAX_TASKS must be >= 1"):
-        Environment.from_env({"DATAGO_MAX_TASKS": "0"})
+
+
+def test_bad_environment_values_fall_back_with_a_warning_as_upstream(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    defaults = Environment.from_env({})
+    with caplog.at_level(logging.WARNING, logger="datago.config"):
+        many = Environment.from_env({"DATAGO_MAX_TASKS": "many", "DATAGO_MAX_RETRIES": "x"})
+        zero = Environment.from_env({"DATAGO_MAX_TASKS": "0", "DATAGO_MAX_RETRIES": "0"})
+    assert (many.max_tasks, many.max_retries) == (defaults.max_tasks, 3)
+    assert (zero.max_tasks, zero.max_retries) == (1, 1)  # upstream: one task at a time
+    assert [r.getMessage() for r in caplog.records] == [
+        f"environment variable DATAGO_MAX_TASKS='many' is not an integer; using {defaults.max_tasks}",
+        "environment variable DATAGO_MAX_RETRIES='x' is not an integer; using 3",
+        "environment variable DATAGO_MAX_TASKS=0 is below 1; using 1",
+        "environment variable DATAGO_MAX_RETRIES=0 is below 1; using 1",
+    ]
 
 
 def test_default_tasks_follow_cpu_affinity(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -172,7 +172,7 @@ def test_transient_faults_on_masks_and_latents(
     for sample in samples:
         meta = catalogue[sample.id]
         assert sample.masks["mask"].to_numpy().shape[:2] == (meta["height"], meta["width"])
-        assert sample.latents["latent_vae"] == meta["latent"]
+        assert sample.latents["latent_vae"].data == meta["latent"]
     assert (stats.skipped, stats.source_errors) == (0, 0)
     assert any("mask" in key for key, _ in faults.injected)
     assert any("latent" in key for key, _ in faults.injected)

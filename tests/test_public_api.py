@@ -37,25 +37,68 @@ def test_initialize_logging_returns_false_the_second_time() -> None:
         logger.handlers, logger.level = handlers, level
 
 
+@pytest.fixture
+def fresh_logging(monkeypatch: pytest.MonkeyPatch) -> logging.Logger:
+    """`initialize_logging` not run yet; every datago logger's level restored afterwards."""
+    for name in ("datago", "datago.client", "datago.sources"):
+        logger = logging.getLogger(name)
+        monkeypatch.setattr(logger, "level", logging.NOTSET)
+    root = logging.getLogger("datago")
+    monkeypatch.setattr(root, "handlers", [])
+    monkeypatch.setattr(datago._log, "_handler", None)
+    for variable in ("RUST_LOG", "DATAGO_LOG"):
+        monkeypatch.delenv(variable, raising=False)
+    return root
+
+
 @pytest.mark.parametrize(
-    ("name", "level"),
-    [("trace", logging.DEBUG), ("WARN", logging.WARNING), ("off", logging.CRITICAL + 1)],
+    ("spec", "level"),
+    [
+        ("trace", logging.DEBUG),
+        ("WARN", logging.WARNING),
+        ("warning", logging.WARNING),
+        ("off", logging.CRITICAL + 1),
+        (None, logging.ERROR),  # the wheel's default
+        ("info,reqwest=warn", logging.INFO),  # reqwest: no such logger here
+        ("datago=debug", logging.DEBUG),
+        ("datago=debug,error", logging.DEBUG),
+        ("nonsense", logging.CRITICAL + 1),  # a target, as env_logger reads it: datago off
+    ],
 )
-def test_initialize_logging_takes_upstream_level_names(
-    monkeypatch: pytest.MonkeyPatch, name: str, level: int
+def test_initialize_logging_reads_env_logger_filters(
+    fresh_logging: logging.Logger, spec: str | None, level: int
 ) -> None:
-    logger = logging.getLogger("datago")
-    monkeypatch.setattr(logger, "handlers", [])
-    monkeypatch.setattr(logger, "level", logging.NOTSET)
-    monkeypatch.setattr(datago._log, "_handler", None)
-    assert datago.initialize_logging(name) is True
-    assert logger.level == level and len(logger.handlers) == 1
+    assert datago.initialize_logging(spec) is True
+    assert fresh_logging.level == level and len(fresh_logging.handlers) == 1
 
 
-def test_initialize_logging_names_a_bad_level_from_the_environment(
+def test_initialize_logging_per_target_levels_and_message_regex(
+    fresh_logging: logging.Logger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert datago.initialize_logging("warn,datago::client=debug/gave up") is True
+    assert fresh_logging.level == logging.WARNING
+    assert logging.getLogger("datago.client").level == logging.DEBUG
+    logging.getLogger("datago.client").debug("pass gave up: %s", "x")
+    logging.getLogger("datago.client").debug("pass went on")
+    logging.getLogger("datago.sources").info("not shown: below warn")
+    logged = capsys.readouterr().err.splitlines()
+    assert [line.split(" ", 2)[2] for line in logged] == ["DEBUG datago.client: pass gave up: x"]
+
+
+def test_rust_log_wins_over_the_argument(
+    fresh_logging: logging.Logger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RUST_LOG", "info")
+    assert datago.initialize_logging("error") is True
+    assert fresh_logging.level == logging.INFO
+
+
+def test_a_bad_directive_is_ignored_and_named(
+    fresh_logging: logging.Logger,
     monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setattr(datago._log, "_handler", None)
-    monkeypatch.setenv("DATAGO_LOG", "loud")
-    with pytest.raises(ValueError, match="unknown log level 'loud'; use one of trace, debug"):
-        datago.initialize_logging()
+    monkeypatch.setenv("DATAGO_LOG", "info,datago=loud")
+    assert datago.initialize_logging() is True
+    assert fresh_logging.level == logging.INFO
+    assert "ignored 'datago=loud' in the log filter 'info,datago=loud'" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import subprocess
 import sys
@@ -17,11 +18,15 @@ torch = pytest.importorskip("torch")
 from torch.utils.data import DataLoader  # noqa: E402
 
 from datago import ConfigError, DatagoClient, ImagePayload, Sample, SourceError  # noqa: E402
-from datago.torch import DatagoIterDataset, Layout, to_python_types  # noqa: E402
-from tests.helpers import (  # noqa: E402
+from datago.sample import LatentPayload, python_types  # noqa: E402
+from datago.torch import DatagoIterDataset, Layout  # noqa: E402
+from tests.helpers import (  # noqa: E402  # noqa: E402
     datago_threads,
     file_config,
+    file_id,
+    path_of,
     photo,
+    sample_members,
     write_images,
     write_shards,
 )
@@ -60,7 +65,7 @@ def test_a_worker_does_not_make_up_for_bad_samples_in_another_workers_part(
 ) -> None:
     paths = write_images(tmp_path, 12)
     for bad in paths[0:4:2]:  # two of worker 0's six (every second file from the first)
-        Path(bad).write_bytes(b"not an image")
+        Path(path_of(bad)).write_bytes(b"not an image")
     dataset = DatagoIterDataset(file_config(tmp_path, limit=10))
     assert len(ids_of(dataset)) == 10
     ids = ids_of(dataset, num_workers=2)
@@ -164,9 +169,10 @@ def test_webdataset_ranks_and_workers_with_python_types(
     assert sorted(item["id"] for item in items) == keys  # 4 parts of 3 shards: disjoint, complete
     for item in items:
         index = int(item["id"][1:])
-        assert item["attributes"] == {
-            "index": index, "tags": ["a", "b"], "txt": f"caption {index}", "cls": index % 7
-        }  # fmt: skip
+        members = sample_members(index)
+        assert item["attributes"] == {  # JSON text of each member's text, as the wheel
+            ext: json.dumps(members[ext].decode()) for ext in ("json", "txt", "cls")
+        }
         assert item["image"].size == (24, 16)
 
 
@@ -263,7 +269,7 @@ def test_set_epoch_reaches_persistent_workers(tmp_path: Path, context: str) -> N
     assert sorted(passes[0]) == sorted(passes[1]) == paths
 
 
-def test_python_types_match_upstream_keys_with_json_values(
+def test_python_types_match_the_wheels_auto_convert(
     image_dir: tuple[Path, list[str]],
 ) -> None:
     root, paths = image_dir
@@ -274,7 +280,7 @@ def test_python_types_match_upstream_keys_with_json_values(
             "id", "source", "duplicate_state", "attributes", "tags", "coca_embedding",
             "latents", "image", "masks", "additional_images",
         }  # fmt: skip
-        with Image.open(item["id"]) as reference:
+        with Image.open(path_of(item["id"])) as reference:
             np.testing.assert_array_equal(
                 np.asarray(item["image"]), np.asarray(reference.convert("RGB"))
             )
@@ -282,14 +288,18 @@ def test_python_types_match_upstream_keys_with_json_values(
     sample = Sample(
         id="a",
         source="s",
-        attributes={"caption": "a cat", "score": 0.5, "nested": {"k": [1, 2]}},
+        attributes_dict={"caption": "a cat", "score": 0.5, "nested": {"k": [1, 2]}},
         masks={"m": ImagePayload.from_array(pixels)},
-        latents={"vae": b"\x00\x01\x02"},
+        latents={"vae": LatentPayload(b"\x00\x01\x02")},
         tags=["x"],
         coca_embedding=[0.25],
     )
-    converted = to_python_types(sample)
-    assert converted["attributes"] == {"caption": "a cat", "score": 0.5, "nested": {"k": [1, 2]}}
+    converted = python_types(sample)
+    assert converted["attributes"] == {
+        "caption": '"a cat"',
+        "score": "0.5",
+        "nested": '{"k":[1,2]}',
+    }  # JSON text of each value, as the wheel
     assert converted["latents"] == {"vae": {"data": b"\x00\x01\x02", "len": 3}}
     assert converted["image"] is None
     assert converted["masks"]["m"].mode == "L"
@@ -306,7 +316,7 @@ def test_tensor_items_hold_the_file_pixels(
     items = list(DataLoader(dataset, batch_size=None, num_workers=2))
     assert len(items) == 6
     for item in items:
-        with Image.open(item["id"]) as reference:
+        with Image.open(path_of(item["id"])) as reference:
             expected = np.asarray(reference.convert("RGB"))
         image = item["image"]
         assert image.dtype == torch.uint8
@@ -321,8 +331,8 @@ def test_sixteen_bit_images_become_uint16_tensors(tmp_path: Path) -> None:
     Image.fromarray(values).save(tmp_path / "deep.png")
     photo(12, 10).save(tmp_path / "rgb.png")
     items = {item["id"]: item for item in DatagoIterDataset(file_config(tmp_path), tensors=True)}
-    deep = items[str(tmp_path / "deep.png")]["image"]
+    deep = items[file_id(tmp_path / "deep.png")]["image"]
     assert deep.dtype == torch.uint16
     assert deep.shape == (1, 10, 12)
     np.testing.assert_array_equal(deep[0].numpy(), values)
-    assert items[str(tmp_path / "rgb.png")]["image"].shape == (3, 10, 12)
+    assert items[file_id(tmp_path / "rgb.png")]["image"].shape == (3, 10, 12)

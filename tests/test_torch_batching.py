@@ -19,7 +19,7 @@ from datago import DatagoClient  # noqa: E402
 from datago.imaging.buckets import BucketTable  # noqa: E402
 from datago.torch import DatagoIterDataset  # noqa: E402
 from datago.torch_batching import ShapeBatcher  # noqa: E402
-from tests.helpers import file_config, photo  # noqa: E402
+from tests.helpers import file_config, file_id, path_of, photo  # noqa: E402
 
 SIZES = [(40, 30), (30, 40), (32, 32)]  # (width, height)
 RGB_COUNT = 20  # 7 + 7 + 6 per size
@@ -60,11 +60,11 @@ def sized_dir(tmp_path: Path) -> tuple[Path, dict[str, tuple[int, int, int]]]:
         width, height = SIZES[i % len(SIZES)]
         path = tmp_path / f"rgb_{i:02d}.{'png' if i % 2 else 'jpg'}"
         photo(width, height, seed=i).save(path)
-        shapes[str(path)] = (height, width, 3)
+        shapes[file_id(path)] = (height, width, 3)
     for i in range(GRAY_COUNT):
         path = tmp_path / f"gray_{i}.png"
         photo(40, 30, seed=100 + i, mode="L").save(path)
-        shapes[str(path)] = (30, 40, 1)
+        shapes[file_id(path)] = (30, 40, 1)
     return tmp_path, shapes
 
 
@@ -90,7 +90,7 @@ def test_batches_hold_one_shape_with_the_file_pixels(
         assert image.shape == (len(ids), channels, height, width)
         for index, id_ in enumerate(ids):
             assert shapes[id_] == (height, width, channels)
-            with Image.open(id_) as reference:
+            with Image.open(path_of(id_)) as reference:
                 expected = np.asarray(reference)
             expected = expected[:, :, None] if expected.ndim == 2 else expected
             np.testing.assert_array_equal(image[index].permute(1, 2, 0).numpy(), expected)
@@ -160,7 +160,7 @@ def test_pre_encoded_images_are_decoded_into_the_batch(
     batches = batches_of(DatagoIterDataset(config, batch_size=8, layout="hwc"))
     for batch in batches:
         for index, id_ in enumerate(batch["id"]):
-            with Image.open(id_) as reference:
+            with Image.open(path_of(id_)) as reference:
                 expected = np.asarray(reference).reshape(shapes[id_])
             np.testing.assert_array_equal(batch["image"][index].numpy(), expected)
     assert sum(len(batch["id"]) for batch in batches) == len(shapes)
@@ -179,7 +179,7 @@ def test_channels_last_batches_are_chw_views_of_hwc_memory(
         assert image.shape == (len(ids), channels, height, width)
         assert image.is_contiguous(memory_format=torch.channels_last)
         for index, id_ in enumerate(ids):
-            with Image.open(id_) as reference:
+            with Image.open(path_of(id_)) as reference:
                 expected = np.asarray(reference).reshape(shapes[id_])
             np.testing.assert_array_equal(image[index].permute(1, 2, 0).numpy(), expected)
     assert sorted(seen) == sorted(shapes)  # every sample once: no batch, no pass

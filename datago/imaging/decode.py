@@ -9,6 +9,12 @@ for grey only: 16-bit colour PNGs come out 8-bit (each sample's high byte), logg
 JPEGs that simplejpeg refuses are retried with an end marker added when they lack one, then
 given to Pillow (which takes stray bytes before a marker, or padding after the data); a
 truncated file still fails both.
+
+Decompression bombs: every path reads the image size from the header and refuses an image
+over the pixel budget (`max_pixels`, `image_config.max_image_pixels`) before it allocates
+anything. The default, `DEFAULT_MAX_IMAGE_PIXELS`, lets through what the Rust wheel decodes
+(its image crate refuses to allocate over 512 MiB: 179 MP of RGB). Pillow is opened without
+its own guard (`PIL.Image.MAX_IMAGE_PIXELS`, 89.5 MP, which would refuse a 100 MP photo).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from typing import Any
 import numpy as np
 import simplejpeg
 from numpy.typing import NDArray
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
 
 from datago.sample import PixelArray
 
@@ -44,6 +50,11 @@ _KEPT_MODES = {"L", "LA", "RGB", "RGBA", "I;16"}
 _CONVERTED_MODES = {"1": "L", "La": "LA", "PA": "RGBA", "RGBa": "RGBA", "RGBX": "RGB"}
 _TRNS_MODES = {"1", "L", "RGB", "I;16"}
 """Modes whose `transparency` is one colour key (tRNS), expanded to an alpha channel."""
+
+
+DEFAULT_MAX_IMAGE_PIXELS = (512 << 20) // 3
+"""178,956,970 pixels: 512 MiB of RGB8, the largest RGB image the Rust wheel decodes (and
+twice Pillow's `MAX_IMAGE_PIXELS`, where Pillow itself raises instead of warning)."""
 
 
 class DecodeError(ValueError):
@@ -78,14 +89,16 @@ def decode_image(
     *,
     min_size: tuple[int, int] | None = None,
     exif_orientation: bool = False,
+    max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> tuple[PixelArray, tuple[int, int]]:
     """Decode to (H, W, C) pixels and the original (width, height).
 
     `min_size` (width, height) lets JPEGs decode at the smallest DCT scale that still covers
-    it, so the array may be smaller than the original size.
+    it, so the array may be smaller than the original size. An image of more than
+    `max_pixels` pixels (None: no limit) raises `DecodeError` before any pixel is decoded.
     """
     if data[:3] == _JPEG_MAGIC and not exif_orientation:
-        decoded = _decode_jpeg(data, min_size)
+        decoded = _decode_jpeg(data, min_size, max_pixels)
         if decoded is not None:
             return decoded
     if (
@@ -93,8 +106,8 @@ def decode_image(
         and not exif_orientation
         and _png_format(data) in _LIBPNG_FORMATS
     ):
-        return _decode_png(data, fast_png_decode)
-    return decode_with_pillow(data, exif_orientation)
+        return _decode_png(data, fast_png_decode, max_pixels)
+    return decode_with_pillow(data, exif_orientation, max_pixels)
 
 
 def _png_format(data: bytes) -> tuple[int, int] | None:
@@ -104,9 +117,11 @@ def _png_format(data: bytes) -> tuple[int, int] | None:
     return data[24], data[25]
 
 
-def _decode_png(data: bytes, decoder: Callable[[bytes], Any]) -> tuple[PixelArray, tuple[int, int]]:
+def _decode_png(
+    data: bytes, decoder: Callable[[bytes], Any], max_pixels: int | None
+) -> tuple[PixelArray, tuple[int, int]]:
     width, height = struct.unpack(">II", data[16:24])
-    _check_pixel_count(width, height)
+    _check_pixel_count(width, height, max_pixels)
     try:
         pixels: PixelArray = decoder(data)
     except RuntimeError as exc:  # imagecodecs.PngError
@@ -115,7 +130,7 @@ def _decode_png(data: bytes, decoder: Callable[[bytes], Any]) -> tuple[PixelArra
 
 
 def _decode_jpeg(
-    data: bytes, min_size: tuple[int, int] | None
+    data: bytes, min_size: tuple[int, int] | None, max_pixels: int | None
 ) -> tuple[PixelArray, tuple[int, int]] | None:
     """simplejpeg's decode, or None for what it cannot (CMYK) or will not (stray bytes) decode."""
     try:
@@ -124,7 +139,7 @@ def _decode_jpeg(
         return None
     if colorspace not in ("YCbCr", "RGB", "Gray"):
         return None
-    _check_pixel_count(width, height)
+    _check_pixel_count(width, height, max_pixels)
     min_w, min_h = min_size or (0, 0)
     grey = colorspace == "Gray"
     try:
@@ -146,12 +161,12 @@ def _simplejpeg(data: bytes, grey: bool, min_width: int, min_height: int) -> Pix
 
 
 def decode_with_pillow(
-    data: bytes, exif_orientation: bool = False
+    data: bytes, exif_orientation: bool = False, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
 ) -> tuple[PixelArray, tuple[int, int]]:
     """Decode any format Pillow reads, with the same modes as the libpng path (see above)."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            _check_pixel_count(img.width, img.height)
+        with open_unguarded(data) as img:
+            _check_pixel_count(img.width, img.height, max_pixels)
             img.load()
             image = ImageOps.exif_transpose(img) if exif_orientation else img
             if img.format == "GIF":
@@ -213,10 +228,25 @@ def _warn_16_bit_colour_is_cut() -> None:
     )
 
 
-def _check_pixel_count(width: int, height: int) -> None:
-    limit = Image.MAX_IMAGE_PIXELS
-    if limit is not None and width * height > limit:
+def open_unguarded(data: bytes) -> ImageFile.ImageFile:
+    """`PIL.Image.open` without Pillow's size guard: reads the header only, so the caller
+    checks the size against its own budget before `load()` allocates the pixels."""
+    Image.init()
+    prefix = data[:16]
+    for name in Image.ID:
+        factory, accept = Image.OPEN[name]
+        try:  # as Image.open: a plugin that fails on the header declines, the next may take it
+            accepted = accept is None or accept(prefix)
+            if accepted and not isinstance(accepted, str):  # a string: why it declines
+                return factory(io.BytesIO(data), "")
+        except (SyntaxError, IndexError, TypeError, struct.error):
+            continue
+    raise DecodeError("cannot identify the image format")
+
+
+def _check_pixel_count(width: int, height: int, max_pixels: int | None) -> None:
+    if max_pixels is not None and width * height > max_pixels:
         raise DecodeError(
-            f"decompression bomb: {width}x{height} pixels exceeds PIL.Image.MAX_IMAGE_PIXELS "
-            f"({limit})"
+            f"decompression bomb: {width}x{height} pixels exceeds the pixel budget "
+            f"({max_pixels}, image_config.max_image_pixels)"
         )

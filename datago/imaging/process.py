@@ -63,7 +63,10 @@ class ImageProcessor:
                 bucket = bucket or self.buckets.choose(*header_size)
                 min_size = cover_size(*header_size, bucket)
         pixels, original = decode_image(
-            data, min_size=min_size, exif_orientation=config.apply_exif_orientation
+            data,
+            min_size=min_size,
+            exif_orientation=config.apply_exif_orientation,
+            max_pixels=config.max_image_pixels,
         )
         decoded = time.perf_counter()
         times.decode_s += decoded - start
@@ -75,7 +78,8 @@ class ImageProcessor:
             pixels = to_rgb8(pixels)
         if config.pre_encode_images:
             image_format = "png" if is_mask else config.encode_format
-            payload = encode_payload(pixels, original, image_format, config.jpeg_quality)
+            quality = min(max(config.jpeg_quality, 1), 100)  # as the Rust image crate
+            payload = encode_payload(pixels, original, image_format, quality)
         else:
             payload = ImagePayload.from_array(pixels, original)
         times.transform_s += time.perf_counter() - decoded

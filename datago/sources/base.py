@@ -27,6 +27,9 @@ class RawSample:
     duplicate_state: int = 0
     coca_embedding: list[float] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
+    optional_extras: bool = False
+    """A mask or additional image that cannot be decoded is left out (counted, logged)
+    instead of failing the whole sample (webdataset members, as the Rust wheel does)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
+
 PayloadKind = Literal["masks", "additional_images", "latents"]
 _JSON_TYPES = {
     dict: "an object",
@@ -134,7 +136,8 @@ def _embedding(value: Any) -> list[float]:
         raise ValueError(f"coca_embedding.vector must be a list, got {_show(vector)}")
     if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in vector):
         raise ValueError("coca_embedding.vector must be a list of numbers")
-    return [float(x) for x in vector]
+    # Through float32, as the Rust wheel (and dataroom's vector index) stores them.
+    return np.asarray(vector, dtype=np.float32).tolist()  # type: ignore[no-any-return]
 
 
 def _latent_file(entry: Any) -> tuple[PayloadKind, str, str]:

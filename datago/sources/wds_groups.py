@@ -9,11 +9,14 @@ Rules (webdataset's convention, not upstream datago's, see docs in `webdataset.p
   The image whose extension equals `reference_image_type` (jpg and jpeg match each other) is
   `image`; without one, the first image in tar order that is not a mask. An image whose
   extension contains "mask" goes to `masks[ext]`, other images to `additional_images[ext]`.
-- `json`: an object is merged into `attributes`, another JSON value is stored under "json";
-  any `*.json` other than `json` is stored parsed under its extension. Invalid JSON makes
-  the sample a counted skip (its labels would be lost silently otherwise).
-- other members: UTF-8 text in `attributes[ext]`, `cls` as an int when it parses;
-  binary members (not UTF-8) are ignored. Later members win on a repeated attribute key.
+- an image member other than the main one that cannot be decoded is left out of the sample
+  (counted in `stats.dropped_members`, logged); the sample is still delivered, as the Rust
+  wheel does. A main image that cannot be decoded skips the sample.
+- text members go to `attributes` as their raw text, under their extension, as the Rust
+  wheel gives them (`{"cls": "3\\n", "json": "{...}", "txt": "..."}`: JSON is not parsed, so
+  a bad one cannot lose the sample); `cls`, `json` and `txt` are read as UTF-8 with invalid
+  bytes replaced, as the wheel; other extensions only when they are UTF-8 (binary payloads,
+  npy or pth, are ignored). Later members win on a repeated key.
 - a sample without a (non-mask) image is a counted skip, reason "no image".
 - a member whose name is unsafe or unusable as an id (absolute, a `..` component, a NUL,
   bytes that are not UTF-8, over `MAX_NAME_CHARS`) makes its whole sample a counted skip,
@@ -25,7 +28,7 @@ Rules (webdataset's convention, not upstream datago's, see docs in `webdataset.p
 
 from __future__ import annotations
 
-import json
+import contextlib
 from typing import Any
 
 from datago.sources.base import RawSample
@@ -34,6 +37,8 @@ from datago.stats import Stats
 
 IMAGE_TYPES = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "gif", "tiff", "tif"})
 _JPEG = frozenset({"jpg", "jpeg"})
+_WHEEL_TEXT = frozenset({"cls", "json", "txt"})
+"""The text members the Rust wheel reads, with invalid UTF-8 replaced."""
 MAX_NAME_CHARS = 4096
 MAX_GROUP_MEMBERS = 1024
 """Most members one sample may have (real ones have a handful)."""
@@ -132,11 +137,7 @@ class SampleGrouper:
         if fault is not None:
             self.stats.skip(key[:200], fault)
             return None
-        try:
-            return self._build(key, members)
-        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            self.stats.skip(key, f"invalid metadata: {exc}")
-            return None
+        return self._build(key, members)
 
     def drop(self, reason: str) -> None:
         """Discard the current group, counting it as skipped when it was kept."""
@@ -180,7 +181,7 @@ class SampleGrouper:
         return done
 
     def _build(self, key: str, members: dict[str, bytes]) -> RawSample | None:
-        sample = RawSample(id=key, source=self.source, image=None)
+        sample = RawSample(id=key, source=self.source, image=None, optional_extras=True)
         attributes: dict[str, Any] = sample.attributes
         first_image: str | None = None
         for extension, data in members.items():
@@ -193,14 +194,6 @@ class SampleGrouper:
                 else:
                     sample.additional_images[extension] = data
                     first_image = first_image or extension
-            elif kind == "json":
-                value = json.loads(data)
-                if extension != "json":
-                    attributes[extension] = value
-                elif isinstance(value, dict):
-                    attributes.update(value)
-                else:
-                    attributes["json"] = value
             else:
                 _add_text(attributes, extension, data)
         if sample.image is None:
@@ -212,14 +205,8 @@ class SampleGrouper:
 
 
 def _add_text(attributes: dict[str, Any], extension: str, data: bytes) -> None:
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return  # binary payloads (npy, pth, ...) are not ours to interpret
-    if extension == "cls":
-        try:
-            attributes[extension] = int(text)
-            return
-        except ValueError:
-            pass
-    attributes[extension] = text
+    if extension in _WHEEL_TEXT:
+        attributes[extension] = data.decode("utf-8", errors="replace")
+        return
+    with contextlib.suppress(UnicodeDecodeError):  # binary payloads (npy, pth): not ours
+        attributes[extension] = data.decode("utf-8")

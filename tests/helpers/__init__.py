@@ -3,7 +3,8 @@
 
 - `images`: `photo` (PIL), `photo_like` / `line_art` (arrays), `encode`, `small_jpeg`,
   `small_png`, `CLEAN_JPEG` / `IMPERFECT_JPEGS`, `png_bytes` / `png_file` (hand-written PNGs),
-  `write_images` (a folder of JPEG/PNG), `big_jpegs` (12 MP JPEGs).
+  `write_images` (a folder of JPEG/PNG), `big_jpegs` (12 MP JPEGs), `file_id` / `path_of`
+  (a file source's id is its path as JSON text).
 - `reference`: `reference_bucket_resize` (upstream's resize replicated), `assert_close`.
 - `shards`: `sample_members`, `write_tar`, `write_shards`, `shard_files` (shards as bytes to
   serve), hand-written tar: `raw_header`, `raw_member`, `pax_member`, `raw_tar`.
@@ -29,7 +30,9 @@ from tests.helpers.images import (
     IMPERFECT_JPEGS,
     big_jpegs,
     encode,
+    file_id,
     line_art,
+    path_of,
     photo,
     photo_like,
     png_bytes,
@@ -67,11 +70,13 @@ __all__ = [
     "datago_threads",
     "encode",
     "file_config",
+    "file_id",
     "files_app",
     "first",
     "free_port",
     "ids_of",
     "line_art",
+    "path_of",
     "pax_member",
     "photo",
     "photo_like",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import struct
 import zlib
 from pathlib import Path
@@ -128,8 +129,20 @@ def png_file(
     )
 
 
+def file_id(path: str | Path) -> str:
+    """The id the file source gives a file: its path as JSON text, as the Rust wheel."""
+    return json.dumps(str(path), ensure_ascii=False)
+
+
+def path_of(sample_id: str) -> str:
+    """The path of a file source's sample id."""
+    path: str = json.loads(sample_id)
+    return path
+
+
 def write_images(folder: Path, count: int, start: int = 0) -> list[str]:
-    """`count` images (JPEG and PNG alternating, various sizes), returns their paths sorted."""
+    """`count` images (JPEG and PNG alternating, various sizes); returns their ids (`file_id`),
+    sorted."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(start, start + count):
@@ -137,16 +150,17 @@ def write_images(folder: Path, count: int, start: int = 0) -> list[str]:
         ext = "jpg" if i % 2 == 0 else "png"
         path = folder / f"img_{i:04d}.{ext}"
         image.save(path, quality=90) if ext == "jpg" else image.save(path)
-        paths.append(str(path))
+        paths.append(file_id(path))
     return sorted(paths)
 
 
 def big_jpegs(folder: Path, count: int) -> list[str]:
-    """`count` copies of one 4000x3000 (12 MP, ~3 MB) JPEG: each takes ~0.15 s to decode."""
+    """`count` copies of one 4000x3000 (12 MP, ~3 MB) JPEG, each ~0.15 s to decode; returns
+    their ids (`file_id`), sorted."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     coarse = Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8))
     data = encode(coarse.resize((4000, 3000), Image.Resampling.BICUBIC), quality=90)
     for i in range(count):
         (folder / f"huge_{i:02d}.jpg").write_bytes(data)
-    return sorted(str(p) for p in folder.glob("huge_*.jpg"))
+    return sorted(file_id(p) for p in folder.glob("huge_*.jpg"))

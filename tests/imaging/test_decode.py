@@ -49,12 +49,13 @@ def test_truncated_png_raises(png_decoder: str) -> None:
         decode_image(data[: len(data) // 2])
 
 
-def test_png_decompression_bomb_is_refused(
-    png_decoder: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("PIL.Image.MAX_IMAGE_PIXELS", 100)
-    with pytest.raises(DecodeError, match="decompression bomb"):
-        decode_image(encode(RGB, "PNG"))
+@pytest.mark.parametrize("image_format", ["PNG", "JPEG", "WEBP", "TIFF"])
+def test_an_image_over_the_pixel_budget_is_refused(png_decoder: str, image_format: str) -> None:
+    data = encode(RGB, image_format)
+    height, width = RGB.shape[:2]
+    assert decode_image(data, max_pixels=width * height)[1] == (width, height)
+    with pytest.raises(DecodeError, match=f"decompression bomb: {width}x{height} pixels"):
+        decode_image(data, max_pixels=width * height - 1)
 
 
 def test_jpeg_min_size_decodes_reduced() -> None:

@@ -14,6 +14,7 @@ from PIL import Image
 
 from datago import DatagoClient, SourceError
 from datago.dataroom_server import make_app
+from datago.sample import LatentPayload
 from tests.helpers import Server, encode, photo, write_catalogue
 
 TOKEN = "e2e-token"
@@ -50,7 +51,7 @@ async def test_client_reads_the_api_with_an_exact_limit(
         meta = catalogue[sample.id]
         assert (sample.image.width, sample.image.height) == (meta["width"], meta["height"])
         assert sample.image.to_numpy().shape == (meta["height"], meta["width"], 3)
-        assert sample.attributes["score"] == meta["score"]
+        assert sample.attributes_dict["score"] == meta["score"]
         assert sample.duplicate_state == meta.get("duplicate_state", -1)
     assert client.stats.samples == 17
 
@@ -97,7 +98,7 @@ async def test_client_decodes_masks_and_additional_images(
     with Image.open(folder / "cat.mask.png") as reference:
         assert mask.shape[:2] == (32, 48)
         np.testing.assert_array_equal(mask[..., 0], np.asarray(reference))
-    assert sample.latents == {"latent_x": b"\x00\x01raw"}
+    assert sample.latents == {"latent_x": LatentPayload(b"\x00\x01raw")}
 
 
 async def test_client_raises_a_wrong_token_at_the_consumer(
@@ -116,7 +117,7 @@ def test_client_without_api_url_raises_a_clear_error(monkeypatch: pytest.MonkeyP
     monkeypatch.delenv("DATAROOM_API_URL", raising=False)
     config = {"source_type": "db", "source_config": {"sources": "alpha", "page_size": 10}}
     with DatagoClient(config) as client, pytest.raises(SourceError, match="DATAROOM_API_URL"):
-        client.get_sample()
+        next(iter(client))
 
 
 def random_gamma(limit: int) -> dict[str, Any]:

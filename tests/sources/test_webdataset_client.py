@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +41,13 @@ def test_client_decodes_local_shards_with_a_limit(tmp_path: Path) -> None:
     for index, sample in enumerate(samples):
         expected = pixels(sample_members(index)["jpg"])
         np.testing.assert_array_equal(sample.image.to_numpy(), expected)
-        assert sample.attributes["cls"] == index % 7
-        assert sample.attributes["index"] == index
+        members = sample_members(index)
+        assert json.loads(sample.attributes) == {
+            "cls": members["cls"].decode(),
+            "json": members["json"].decode(),
+            "txt": members["txt"].decode(),
+        }
+        assert json.loads(sample.attributes_dict["json"])["index"] == index
 
 
 def test_client_masks_and_extra_images_share_the_bucket(tmp_path: Path) -> None:
