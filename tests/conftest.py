@@ -5,12 +5,16 @@ from __future__ import annotations
 import io
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from datago.config import FileSourceConfig
+from datago.sources.base import RawSample, SourceContext, Split
 
 
 def photo(width: int, height: int, seed: int = 0, mode: str = "RGB") -> Image.Image:
@@ -94,3 +98,28 @@ def no_thread_leak() -> Iterator[None]:
     while datago_threads() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not datago_threads(), f"leaked threads: {datago_threads()}"
+
+
+class ScriptedSource:
+    """A `file` source node that yields what `make(context)` yields and cannot seek: tests
+    put it in `datago.sources.SOURCES` to script a source, or to resume by replay."""
+
+    source_type = "file"
+    seeks = False
+
+    def __init__(self, make: Callable[[SourceContext], AsyncIterator[RawSample]]) -> None:
+        self.make = make
+        self.config_type = FileSourceConfig
+
+    def resume_refusal(self, config: object) -> str | None:
+        return None
+
+    def fingerprint(self, config: object, split: Split) -> dict[str, Any]:
+        return {}
+
+    async def open(
+        self, config: object, split: Split, context: SourceContext, state: object
+    ) -> AsyncIterator[tuple[RawSample, None]]:
+        assert state is None  # the engine replays a source that cannot seek
+        async for raw in self.make(context):
+            yield raw, None

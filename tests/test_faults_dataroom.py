@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +30,12 @@ import pytest
 from aiohttp import web
 
 from datago import DatagoClient, SourceError
+from datago.config import Environment
 from datago.dataroom_server import make_app
 from tests.conftest import encode, photo
 
 TOKEN = "fault-token"
-TIMEOUT_S = 0.5  # PAGE_ and HTTP_TIMEOUT_S during these tests: a stall costs this much
+TIMEOUT_S = 0.5  # page and file timeouts during these tests: a stall costs this much
 KINDS = ("500", "503", "reset", "stall_headers", "stall_body", "truncate")
 
 
@@ -189,13 +190,18 @@ def server(
     faults: Faults,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[ServerThread]:
-    monkeypatch.setattr("datago.sources.dataroom.HTTP_TIMEOUT_S", TIMEOUT_S)
-    monkeypatch.setattr("datago.sources.dataroom.PAGE_TIMEOUT_S", TIMEOUT_S)
     monkeypatch.setenv("DATAGO_MAX_RETRIES", "3")
     with ServerThread(tmp_path / "data", faults) as running:
         monkeypatch.setenv("DATAROOM_API_URL", running.url)
         monkeypatch.setenv("DATAROOM_API_KEY", TOKEN)
         yield running
+
+
+def client_of(config: dict[str, Any], timeout_s: float = TIMEOUT_S) -> DatagoClient:
+    """A client of `config` whose page and file GETs time out after `timeout_s`."""
+    environment = Environment.from_env()  # the fixture's DATAROOM_API_URL and _KEY
+    timeouts = replace(environment, page_timeout_s=timeout_s, file_timeout_s=timeout_s)
+    return DatagoClient(config, environment=timeouts)
 
 
 def db_config(**source: Any) -> dict[str, Any]:
@@ -225,7 +231,7 @@ def test_transient_faults_on_pages_and_media_lose_and_repeat_nothing(
 ) -> None:
     faults.rate, faults.seed = 0.1, 7
     start = time.monotonic()
-    with DatagoClient(db_config()) as client:
+    with client_of(db_config()) as client:
         samples = list(client)
         stats = client.stats
     assert time.monotonic() - start < 15
@@ -247,7 +253,7 @@ def test_transient_faults_on_masks_and_latents(
 ) -> None:
     faults.rate, faults.seed = 0.1, 3
     config = db_config(has_masks="mask", has_latents="latent_vae")
-    with DatagoClient(config) as client:
+    with client_of(config) as client:
         samples = list(client)
         stats = client.stats
     with_files = sorted(key for key, meta in catalogue.items() if "latent" in meta)
@@ -272,7 +278,7 @@ def test_an_image_lost_for_good_is_skipped_once_and_the_rest_delivered(
     missing = sorted(catalogue)[42]
     faults.rate, faults.seed = 0.1, 11
     faults.always[lambda request: request.path == f"/media/{missing}"] = status
-    with DatagoClient(db_config()) as client:
+    with client_of(db_config()) as client:
         ids = read_all(client)
         stats = client.stats
     assert ids == [key for key in sorted(catalogue) if key != missing]
@@ -289,7 +295,7 @@ def test_a_page_failing_for_good_raises_after_the_samples_before_it(
     ids: list[str] = []
     start = time.monotonic()
     with (
-        DatagoClient(db_config()) as client,
+        client_of(db_config()) as client,
         pytest.raises(
             SourceError,
             match=r"page 4 failed after 3 attempt\(s\): GET .*HTTP 500: injected for good$",
@@ -314,7 +320,7 @@ def test_a_page_is_asked_exactly_max_retries_times(
 ) -> None:
     monkeypatch.setenv("DATAGO_MAX_RETRIES", str(retries))
     faults.always[lambda request: request.path.startswith("/api/")] = 503
-    with DatagoClient(db_config()) as client, pytest.raises(SourceError, match="HTTP 503"):
+    with client_of(db_config()) as client, pytest.raises(SourceError, match="HTTP 503"):
         read_all(client)
     assert sum(faults.attempts.values()) == retries
 
@@ -351,8 +357,6 @@ def test_closing_mid_stream_is_quick_and_leaves_no_thread_or_socket(
     monkeypatch: pytest.MonkeyPatch,
     stall: str,
 ) -> None:
-    monkeypatch.setattr("datago.sources.dataroom.HTTP_TIMEOUT_S", 30.0)
-    monkeypatch.setattr("datago.sources.dataroom.PAGE_TIMEOUT_S", 30.0)
     if stall == "by_host_name":  # resolved by aiohttp in a thread of the loop
         monkeypatch.setenv("DATAROOM_API_URL", server.url.replace("127.0.0.1", "localhost"))
     if stall in ("media_in_flight", "by_host_name"):
@@ -363,7 +367,7 @@ def test_closing_mid_stream_is_quick_and_leaves_no_thread_or_socket(
         faults.only = lambda key: "stall_body" if key.startswith("/media/") else None
     threads = set(threading.enumerate())
     baseline = fd_count()
-    client = DatagoClient(db_config())
+    client = client_of(db_config(), timeout_s=30.0)  # stalls end by closing, not by timeouts
     try:
         if stall in ("media_in_flight", "by_host_name"):
             first = [client.get_sample(timeout=5) for _ in range(5)]
@@ -454,7 +458,7 @@ def test_a_malformed_page_is_a_source_error_after_the_samples_before_it(
     faults.rewrite[cursor_of(catalogue, 10)] = body
     ids: list[str] = []
     start = time.monotonic()
-    with DatagoClient(db_config()) as client, pytest.raises(SourceError, match=message):
+    with client_of(db_config()) as client, pytest.raises(SourceError, match=message):
         read_all(client, into=ids)
     assert time.monotonic() - start < 5
     assert ids == sorted(catalogue)[:delivered]
@@ -466,7 +470,7 @@ def test_a_client_error_status_is_not_retried_and_quotes_its_detail(
 ) -> None:
     faults.always[cursor_of(catalogue, 10)] = 400
     with (
-        DatagoClient(db_config()) as client,
+        client_of(db_config()) as client,
         pytest.raises(
             SourceError,
             match=r"page 2 failed after 1 attempt\(s\): GET .*: HTTP 400: injected for good$",
@@ -500,7 +504,7 @@ def test_malformed_items_are_skipped_and_counted(
         return json.dumps(page).encode()
 
     faults.rewrite[lambda request: request.path.startswith("/api/")] = corrupt
-    with DatagoClient(db_config()) as client:
+    with client_of(db_config()) as client:
         delivered = read_all(client)
         stats = client.stats
     assert delivered == [key for key in ids if key not in broken and key != relative]
@@ -514,7 +518,7 @@ def test_a_limit_under_faults_gives_exactly_the_first_samples(
     server: ServerThread, faults: Faults, catalogue: dict[str, dict[str, Any]]
 ) -> None:
     faults.rate, faults.seed = 0.1, 13
-    with DatagoClient({**db_config(), "limit": 37}) as client:
+    with client_of({**db_config(), "limit": 37}) as client:
         ids = read_all(client)
         stats = client.stats
     assert ids == sorted(catalogue)[:37]
@@ -527,7 +531,7 @@ def test_random_sampling_under_faults_runs_to_the_limit(
     faults.rate, faults.seed, faults.in_a_row = 0.1, 17, 2
     faults.attempts.clear()
     config = {**db_config(random_sampling=True, page_size=20), "limit": 60}
-    with DatagoClient(config) as client:
+    with client_of(config) as client:
         ids = read_all(client)
         stats = client.stats
     assert len(ids) == 60
@@ -541,7 +545,7 @@ def test_a_refused_token_quotes_the_api(
 ) -> None:
     monkeypatch.setenv("DATAROOM_API_KEY", "wrong")
     with (
-        DatagoClient(db_config()) as client,
+        client_of(db_config()) as client,
         pytest.raises(
             SourceError,
             match=r"HTTP 401\) for .*: check DATAROOM_API_KEY \(the API said: Invalid token.\)$",
@@ -559,7 +563,7 @@ def test_under_heavy_faults_every_sample_comes_once_or_is_counted(
     ids: list[str] = []
     failed_page = 0
     start = time.monotonic()
-    with DatagoClient(db_config()) as client:
+    with client_of(db_config()) as client:
         try:
             read_all(client, into=ids)
         except SourceError as exc:

@@ -19,7 +19,7 @@ import struct
 import tarfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,8 @@ from aiohttp import web
 from PIL import Image
 
 from datago import DatagoClient
-from datago.sources import gzip_stream, webdataset
+from datago.config import Environment
+from datago.sources import gzip_stream
 from tests.sources.test_tar_stream import pax_member, raw_header, raw_member, raw_tar
 from tests.sources.test_webdataset import sample_members, write_tar
 from tests.sources.test_webdataset_http import serving_in_thread
@@ -40,10 +41,9 @@ FAULTS = ("status", "reset", "stall", "truncate")
 CORRUPT = {"s0013", "s0101"}  # JPEGs that do not decode: counted skips
 
 
-@pytest.fixture(autouse=True)
-def fast_faults(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(webdataset, "HTTP_BACKOFF_BASE_S", 0.01)
-    monkeypatch.setattr(webdataset, "HTTP_STALL_TIMEOUT_S", 0.5)
+def fast() -> Environment:
+    """Quick retries; a stalled download fails after 0.5 s (the defaults: 0.1 s and 60 s)."""
+    return replace(Environment.from_env(), backoff_base_s=0.01, stall_timeout_s=0.5)
 
 
 @dataclass
@@ -82,14 +82,16 @@ class ChaosServer:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             transport.abort()  # with linger 0: an RST, not a FIN
             return web.Response(text="never sent")
-        start = int(request.headers.get("Range", "bytes=0-")[6:].rstrip("-"))
+        asked = request.headers.get("Range")
+        first, _, last = (asked or "bytes=0-")[6:].partition("-")
+        start, end = int(first), min(int(last or len(data) - 1) + 1, len(data))
         headers = {"Accept-Ranges": "bytes"}
-        if start:
-            headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
-        response = web.StreamResponse(status=206 if start else 200, headers=headers)
-        response.content_length = len(data) - start
+        if asked:
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(data)}"
+        response = web.StreamResponse(status=206 if asked else 200, headers=headers)
+        response.content_length = end - start
         await response.prepare(request)
-        body = data[start:]
+        body = data[start:end]
         if fault is None:
             await response.write(body)
             await response.write_eof()
@@ -144,7 +146,7 @@ def client_config(url: str | list[str], **source: Any) -> dict[str, Any]:
 
 
 def read_all(config: dict[str, Any]) -> tuple[list[Any], Any]:
-    with DatagoClient(config) as client:
+    with DatagoClient(config, environment=fast()) as client:
         samples = list(client)
         return samples, client.stats
 
@@ -215,12 +217,12 @@ def test_resume_across_different_faults_is_exact(tmp_path: Path) -> None:
     source = {"concurrent_downloads": 4, "random_sampling": True, "seed": 1}
     with serving_in_thread(ChaosServer(files, seed=8)) as base:
         config = client_config(base + pattern, **source)
-        with DatagoClient(config) as client:
+        with DatagoClient(config, environment=fast()) as client:
             head = ids_of(client, 70)
             state = client.state_dict()
     with serving_in_thread(ChaosServer(files, seed=9, rate=0.2)) as base:
         config = client_config(base + pattern, **source)
-        with DatagoClient(config) as client:
+        with DatagoClient(config, environment=fast()) as client:
             client.load_state_dict(state)
             rest = ids_of(client)
     clean, _ = read_all(client_config(str(tmp_path / pattern), **source))

@@ -12,6 +12,7 @@ import tarfile
 import time
 from collections.abc import AsyncGenerator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -19,11 +20,12 @@ import pytest
 
 from datago.config import Environment, WebDatasetSourceConfig
 from datago.errors import SourceError
-from datago.sources import wds_groups, webdataset
-from datago.sources.base import Partition, RawSample, SourceContext
+from datago.sources import wds_groups
+from datago.sources.base import Partition, RawSample, SourceContext, Split
 from datago.sources.tar_stream import TarMember
-from datago.sources.webdataset import iter_webdataset
+from datago.sources.webdataset import WebDatasetSource
 from datago.stats import Stats
+from datago.storage import local
 from tests.conftest import encode, photo
 from tests.sources.test_tar_stream import pax_member, raw_member, raw_tar
 
@@ -88,6 +90,21 @@ def config(url: str | list[str], **options: Any) -> WebDatasetSourceConfig:
     return WebDatasetSourceConfig(url=url, **settings)
 
 
+FAST = Environment(backoff_base_s=0.01, stall_timeout_s=0.3)
+"""Quick retries, and a stalled download fails after 0.3 s (the defaults: 0.1 s and 60 s)."""
+
+
+async def iter_webdataset(
+    source: WebDatasetSourceConfig, ctx: SourceContext, workers: Partition | None = None
+) -> AsyncGenerator[RawSample, None]:
+    """The raw samples of the webdataset node for part `workers` of the config's rank."""
+    split = Split(source.rank, max(source.world_size, 1), workers or Partition())
+    stream = WebDatasetSource().open(source, split, ctx, None)
+    async with contextlib.aclosing(stream):
+        async for raw, _ in stream:
+            yield raw
+
+
 async def collect(
     source: WebDatasetSourceConfig,
     workers: Partition | None = None,
@@ -98,14 +115,13 @@ async def collect(
     stats = Stats()
     with ThreadPoolExecutor(2) as executor:
         ctx = SourceContext(
-            environment=Environment(max_retries=retries),
+            environment=replace(FAST, max_retries=retries),
             executor=executor,
             stats=stats,
             epoch=epoch,
-            workers=workers or Partition(),
         )
         async with asyncio.timeout(30):
-            samples = [sample async for sample in iter_webdataset(source, ctx)]
+            samples = [sample async for sample in iter_webdataset(source, ctx, workers)]
     return samples, stats
 
 
@@ -377,12 +393,12 @@ async def test_cancelled_while_opening_a_shard_leaves_no_file_open(
     pattern, _ = write_shards(tmp_path, 1, 2)
     opened: list[BinaryIO] = []
 
-    def slow_open(path: str) -> BinaryIO:
+    def slow_open(path: str, start: int) -> BinaryIO:
         time.sleep(0.2)
         opened.append(open(path, "rb"))  # noqa: SIM115 - the source must close it
         return opened[-1]
 
-    monkeypatch.setattr(webdataset, "_open", slow_open)
+    monkeypatch.setattr(local, "_open", slow_open)
     with ThreadPoolExecutor(2) as executor:
         ctx = SourceContext(environment=Environment(), executor=executor, stats=Stats())
         task = asyncio.create_task(collect_from(iter_webdataset(config(pattern), ctx)))
@@ -436,7 +452,7 @@ async def test_a_gzipped_shard_read_byte_by_byte_ends_cleanly(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The tar's end block comes before gzip's trailer: the source stops reading there.
-    monkeypatch.setattr(webdataset, "LOCAL_CHUNK_BYTES", 7)
+    monkeypatch.setattr(local, "CHUNK_BYTES", 7)
     _, keys = write_shards(tmp_path, 1, 3)
     shard = tmp_path / "shard-000.tar"
     (tmp_path / "shard.tgz").write_bytes(gzip.compress(shard.read_bytes()))
@@ -462,13 +478,13 @@ async def test_the_order_does_not_depend_on_download_timing(
     pattern, keys = write_shards(tmp_path, 7, 4)
     delays = random.Random(0)
 
-    def slow_read(file: BinaryIO, *args: Any) -> Any:
+    def slow_read(file: BinaryIO) -> bytes:
         time.sleep(delays.uniform(0, 0.01))  # each shard's reads finish at random times
-        return read(file, *args)
+        return read(file)
 
-    read = webdataset._read
-    monkeypatch.setattr(webdataset, "_read", slow_read)
-    monkeypatch.setattr(webdataset, "LOCAL_CHUNK_BYTES", 3000)  # several reads per shard
+    read = local._read_chunk
+    monkeypatch.setattr(local, "_read_chunk", slow_read)
+    monkeypatch.setattr(local, "CHUNK_BYTES", 3000)  # several reads per shard
     shards = [keys[i : i + 4] for i in range(0, len(keys), 4)]
     slots = [[k for shard in shards[slot::3] for k in shard] for slot in range(3)]  # j, j+3, j+6
     expected = [slot[i] for i in range(max(map(len, slots))) for slot in slots if i < len(slot)]

@@ -20,13 +20,19 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from datago.config import Environment
 from datago.errors import SourceError
-from datago.sources import http, webdataset
+from datago.sources import wds_shard
 from datago.sources.base import SourceContext
 from datago.sources.tar_stream import TarMember, TarStreamParser
 from datago.stats import Stats
-from tests.sources.test_webdataset import collect, config, write_shards, write_tar
+from tests.sources.test_webdataset import (
+    FAST,
+    collect,
+    config,
+    iter_webdataset,
+    write_shards,
+    write_tar,
+)
 
 
 @dataclass
@@ -50,7 +56,8 @@ class ShardServer:
     every_time: bool = False
     """Cut or stall every request of a faulty path, not only its first."""
     tail: int = 0
-    """Send the last `tail` bytes of each body after a 50 ms pause (what follows a tar's end)."""
+    """Send the last `tail` bytes of each body after a pause (what follows a tar's end)."""
+    tail_pause_s: float = 0.05
     requests: list[tuple[str, str | None, str | None]] = field(default_factory=list)
     """(path, Range, Authorization) of every request."""
     peers: list[tuple[str, int]] = field(default_factory=list)
@@ -78,10 +85,12 @@ class ShardServer:
         data = self.files[name]
         start, status, headers = 0, 200, {"Accept-Ranges": "bytes"}
         asked = request.headers.get("Range")
+        end = len(data)
         if asked and self.ranges:
-            start, status = int(asked.removeprefix("bytes=").rstrip("-")), 206
-            headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
-        body = data[start:]
+            first, _, last = asked.removeprefix("bytes=").partition("-")
+            start, end, status = int(first), min(int(last or end - 1) + 1, end), 206
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(data)}"
+        body = data[start:end]
         response = web.StreamResponse(status=status, headers=headers)
         response.content_length = len(body)
         await response.prepare(request)
@@ -101,7 +110,7 @@ class ShardServer:
         for start in range(0, head, 256 << 10):
             await response.write(body[start : min(head, start + (256 << 10))])
         if self.tail:
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(self.tail_pause_s)
             await response.write(body[head:])
         await response.write_eof()
         return response
@@ -151,12 +160,6 @@ def serving_in_thread(shards: Handles) -> Iterator[str]:
         thread.join(10)
 
 
-@pytest.fixture(autouse=True)
-def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(webdataset, "HTTP_BACKOFF_BASE_S", 0.01)
-    monkeypatch.setattr(webdataset, "HTTP_STALL_TIMEOUT_S", 0.3)
-
-
 def shard_files(tmp_path: Path, shards: int, per_shard: int) -> tuple[dict[str, bytes], list[str]]:
     _, keys = write_shards(tmp_path, shards, per_shard)
     files = {p.name: p.read_bytes() for p in sorted(tmp_path.glob("shard-*.tar"))}
@@ -204,9 +207,8 @@ async def test_a_long_or_slow_rest_after_the_tar_is_not_waited_for(
     files, keys = shard_files(tmp_path, 2, 3)
     if tail == "long":
         files = {name: data + bytes(4 << 20) for name, data in files.items()}
-    else:
-        monkeypatch.setattr(http, "DRAIN_WAIT_S", 0.001)  # the server pauses 50 ms
-    server = ShardServer(files, tail=512)
+    # "slow": the rest comes after 1.5 s, the client waits 1 s for it
+    server = ShardServer(files, tail=512, tail_pause_s=1.5 if tail == "slow" else 0.05)
     started = time.monotonic()
     async with serving(server) as base:
         samples, stats = await collect(config(base + "shard-{000..001}.tar"))
@@ -367,15 +369,15 @@ async def test_closing_early_stops_every_download(tmp_path: Path) -> None:
     first: list[str] = []
     async with serving(ShardServer(files)) as base:
         with ThreadPoolExecutor(2) as executor:
-            ctx = SourceContext(environment=Environment(), executor=executor, stats=stats)
+            ctx = SourceContext(environment=FAST, executor=executor, stats=stats)
             source = config(base + "shard-{000..005}.tar", concurrent_downloads=3)
-            stream = webdataset.iter_webdataset(source, ctx)
+            stream = iter_webdataset(source, ctx)
             async with asyncio.timeout(10), contextlib.aclosing(stream):
                 async for sample in stream:
                     first.append(sample.id)
                     if len(first) == 3:
                         break
-        streams = [t for t in asyncio.all_tasks() if "_ShardStreamer" in repr(t.get_coro())]
+        streams = [t for t in asyncio.all_tasks() if "SlotStreamer" in repr(t.get_coro())]
     assert streams == []
     assert len(first) == 3 and set(first) <= set(keys)
     assert stats.source_errors == 0
@@ -402,7 +404,7 @@ async def test_the_event_loop_is_never_blocked(
 
     def watched_feed(parser: TarStreamParser, chunk: bytes) -> list[TarMember]:
         members = feed(parser, chunk)
-        if any(len(m.data) > webdataset.LOOP_PARSE_BYTES for m in members):
+        if any(len(m.data) > wds_shard.LOOP_PARSE_BYTES for m in members):
             big_feeds.append(threading.get_ident())
         return members
 
@@ -432,8 +434,8 @@ async def test_a_slow_consumer_is_not_a_stalled_server(tmp_path: Path) -> None:
     ids = []
     async with serving(server) as base:
         with ThreadPoolExecutor(2) as executor:
-            ctx = SourceContext(environment=Environment(), executor=executor, stats=stats)
-            stream = webdataset.iter_webdataset(config(base + "shard-000.tar"), ctx)
+            ctx = SourceContext(environment=FAST, executor=executor, stats=stats)
+            stream = iter_webdataset(config(base + "shard-000.tar"), ctx)
             async with asyncio.timeout(20), contextlib.aclosing(stream):
                 async for sample in stream:
                     ids.append(sample.id)

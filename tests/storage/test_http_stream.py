@@ -13,8 +13,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from datago.errors import SourceError
-from datago.sources import http
-from datago.sources.http import HttpClient
+from datago.storage import http
+from datago.storage.http import HttpClient
 from tests.sources.test_webdataset_http import ShardServer, serving
 
 BODY = os.urandom(300_000)
