@@ -71,7 +71,7 @@ def load(state: Mapping[str, Any], config: ClientConfig, split: Split) -> Cursor
     saved, now = state.get("config"), fingerprint(config, split)
     if not isinstance(saved, Mapping):
         raise ConfigError("this state has no 'config' object: it was not saved by state_dict()")
-    for key in now.keys() | saved.keys():
+    for key in [*now, *(key for key in saved if key not in now)]:  # the first that differs
         if saved.get(key) != now.get(key):
             raise ConfigError(
                 f"this state was saved with another {_describe(key)}: {saved.get(key)!r}, "

@@ -63,6 +63,11 @@ class ShardServer:
     peers: list[tuple[str, int]] = field(default_factory=list)
     """The client address and port of every request: one per connection used."""
     broken: set[str] = field(default_factory=set)
+    sent: list[tuple[str, str | None, int]] = field(default_factory=list)
+    """(path, Range, body bytes written) of every request answered without a fault."""
+
+    def bytes_sent(self) -> int:
+        return sum(size for _, _, size in self.sent)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
@@ -106,13 +111,19 @@ class ShardServer:
             await response.write(body[: self.stall_at])
             await asyncio.sleep(1.0)
             return response
-        head = len(body) - self.tail
-        for start in range(0, head, 256 << 10):
-            await response.write(body[start : min(head, start + (256 << 10))])
-        if self.tail:
-            await asyncio.sleep(self.tail_pause_s)
-            await response.write(body[head:])
-        await response.write_eof()
+        head, written = len(body) - self.tail, 0
+        try:
+            for start in range(0, head, 256 << 10):
+                piece = body[start : min(head, start + (256 << 10))]
+                await response.write(piece)
+                written += len(piece)
+            if self.tail:
+                await asyncio.sleep(self.tail_pause_s)
+                await response.write(body[head:])
+                written += self.tail
+            await response.write_eof()
+        finally:
+            self.sent.append((name, asked, written))
         return response
 
 
