@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 
@@ -26,6 +27,7 @@ from datago.config import Environment
 from datago.sources import SOURCES
 from datago.sources.base import RawSample, SourceContext
 from tests.conftest import ScriptedSource, file_config, write_images
+from tests.sources.test_dataroom import TOKEN, serving, write_catalogue
 from tests.sources.test_webdataset import jpeg, write_tar
 from tests.sources.test_webdataset_http import ShardServer, serving_in_thread
 from tests.test_resume import ids_of
@@ -282,3 +284,31 @@ def test_a_source_that_cannot_seek_is_replayed_and_skipped(
     assert state["source"] is None and state["position"] == 5
     assert head + resumed(config, state)[0] == full
     assert opened[-1] == 12  # the resumed pass read the source from its start
+
+
+async def test_resuming_the_db_source_starts_at_its_page_and_downloads_nothing_delivered(
+    tmp_path: Path,
+) -> None:
+    write_catalogue(tmp_path / "data")  # alpha and beta: 45 items, pages of 10
+    source = {"sources": "alpha,beta", "page_size": 10, "require_images": True}
+    config = {"source_type": "db", "source_config": source, "samples_buffer_size": 4}
+    async with serving(tmp_path / "data") as api:
+        environment = Environment(dataroom_api_url=api.url, dataroom_api_key=TOKEN)
+        with DatagoClient(config, environment=environment) as client:
+            full = [sample.id async for sample in client]
+        with DatagoClient(config, environment=environment) as client:
+            head = [(await client.aget_sample()).id for _ in range(27)]  # type: ignore[union-attr]
+            state = json.loads(json.dumps(client.state_dict()))
+        api.requests.clear()
+        with DatagoClient(config, environment=environment) as client:
+            client.load_state_dict(state)
+            rest = [sample.id async for sample in client]
+    assert len(full) == 45 and head + rest == full
+    media = [
+        unquote(path.removeprefix("/media/")) for path, _, _ in api.requests if "/media/" in path
+    ]
+    assert sorted(media) == rest  # not one image of a delivered item
+    pages = api.pages()
+    assert pages[0]["cursor"] == full[19]  # page 3 (items 20-29) holds the 27th
+    assert len(pages) == 4  # pages 3, 4, 5 and the empty last one: none before the cursor
+    assert state["source"]["taken"] == 7 and state["source"]["number"] == 3
