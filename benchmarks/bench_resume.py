@@ -112,7 +112,7 @@ def first_sample(
     """Seconds from loading `state` to the first sample, seeking or replaying, and the
     requests and bytes the server had sent by then."""
     node = SOURCES["webdataset"]
-    node.seeks = seek  # type: ignore[misc]  # an instance attribute over the class's
+    node.seeks = seek  # an instance attribute over the class's
     server.requests = server.sent = 0
     try:
         with DatagoClient(config) as client:
@@ -124,7 +124,7 @@ def first_sample(
             assert sample is not None
             return elapsed, requests, sent
     finally:
-        del node.seeks  # type: ignore[misc]
+        del node.seeks
 
 
 def main() -> None:

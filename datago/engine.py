@@ -24,7 +24,7 @@ from typing import Any
 from datago._malloc import tune_malloc
 from datago.builder import build_chunk
 from datago.config import ClientConfig, Environment
-from datago.imaging.process import ImageProcessor
+from datago.image_processor import ImageProcessor
 from datago.sink import END, Delivery, Failed, Sink
 from datago.sources import node_of
 from datago.sources.base import Position, RawSample, SampleStream, SourceContext, Split

@@ -7,11 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 from PIL import Image
 
-PixelArray = NDArray[np.uint8] | NDArray[np.uint16]
-"""Decoded pixels, always (height, width, channels); uint16 for 16-bit images."""
+from datago.imaging import PixelArray
+from datago.imaging.decode import decode_image
 
 _PIL_MODES = {(1, 8), (2, 8), (3, 8), (4, 8), (1, 16)}  # (channels, bit depth) PIL can hold
 
@@ -63,8 +62,6 @@ class ImagePayload:
             return self.data
         if not self:
             return np.zeros((0, 0, 0), dtype=np.uint8)
-        from datago.imaging.decode import decode_image  # imaging depends on this module
-
         pixels, _ = decode_image(self.data)
         return pixels
 

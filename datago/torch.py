@@ -33,7 +33,8 @@ from torch.utils.data import IterableDataset, get_worker_info
 from datago.client import DatagoClient
 from datago.config import ClientConfig, Environment, usable_cpus
 from datago.errors import ConfigError
-from datago.sample import ImagePayload, PixelArray, Sample
+from datago.imaging import PixelArray
+from datago.sample import ImagePayload, Sample
 from datago.sources.base import Partition
 from datago.torch_batching import ShapeBatcher
 

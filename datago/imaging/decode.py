@@ -26,7 +26,7 @@ import simplejpeg
 from numpy.typing import NDArray
 from PIL import Image, ImageOps
 
-from datago.sample import PixelArray
+from datago.imaging import PixelArray
 
 logger = logging.getLogger(__name__)
 
