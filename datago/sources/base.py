@@ -53,12 +53,6 @@ class Partition:
         ranks = max(world_size, 1)
         return Partition(self.index * ranks + rank, ranks * self.count)
 
-    def slice_bounds(self, total: int) -> tuple[int, int]:
-        """[start, end) of this part of `total` items; the first `total % count` get one more."""
-        base, extra = divmod(total, self.count)
-        start = self.index * base + min(self.index, extra)
-        return start, start + base + (self.index < extra)
-
 
 @dataclass(frozen=True, slots=True)
 class Split:

@@ -195,7 +195,8 @@ def _coalesce(spans: list[tuple[int, int]]) -> list[tuple[int, int, list[tuple[i
     for span in spans:
         if reads and span[0] - reads[-1][1] <= SPAN_GAP_BYTES:
             begin, end, inside = reads[-1]
-            reads[-1] = (begin, max(end, span[1]), [*inside, span])
+            inside.append(span)
+            reads[-1] = (begin, max(end, span[1]), inside)
         else:
             reads.append((span[0], span[1], [span]))
     return reads

@@ -40,22 +40,14 @@ def draw(key: int, number: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class WebDatasetPosition:
-    """The state after one webdataset sample: the slots' mark, and the shuffle buffer's."""
+    """The state after one shuffled webdataset sample: the slots' mark, and the buffer's."""
 
     mark: SlotsMark
     taken: int = 0
     held: tuple[SampleRef, ...] = ()
 
     def state(self) -> dict[str, Any]:
-        gzipped = {ref.shard for ref in self.held if ref.gzip}
-        gzipped |= {slot.shard for slot in self.mark.slots if slot.start.gzip}
-        return {
-            "slots": [[s.shard, s.start.offset, s.start.group] for s in self.mark.slots],
-            "turn": self.mark.turn,
-            "taken": self.taken,
-            "buffer": [[ref.shard, ref.start, ref.end] for ref in self.held],
-            "gzipped": sorted(gzipped),
-        }
+        return self.mark.state(self.taken, self.held)
 
 
 class ShuffleBuffer:

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from datago.errors import SourceError
 from datago.sources.base import RawSample
@@ -46,10 +46,23 @@ class SampleRef(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class SlotsMark:
-    """Every slot's position and the slot whose turn is next: the state after one sample."""
+    """Every slot's position and the slot whose turn is next: the state after one sample
+    (without a shuffle buffer)."""
 
     slots: tuple[SlotPosition, ...]
     turn: int
+
+    def state(self, taken: int = 0, held: tuple[SampleRef, ...] = ()) -> dict[str, Any]:
+        """The JSON state; with a shuffle buffer, its count and refs too."""
+        gzipped = {ref.shard for ref in held if ref.gzip}
+        gzipped |= {slot.shard for slot in self.slots if slot.start.gzip}
+        return {
+            "slots": [[s.shard, s.start.offset, s.start.group] for s in self.slots],
+            "turn": self.turn,
+            "taken": taken,
+            "buffer": [[ref.shard, ref.start, ref.end] for ref in held],
+            "gzipped": sorted(gzipped),
+        }
 
 
 @dataclass(frozen=True, slots=True)

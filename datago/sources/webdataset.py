@@ -47,7 +47,7 @@ from datago.errors import ConfigError, SourceError
 from datago.sources.base import Position, RawSample, SourceContext, Split, check_state
 from datago.sources.shards import expand_urls, plan_part
 from datago.sources.wds_shard import ShardReader, ShardStart
-from datago.sources.wds_shuffle import ShuffleBuffer, WebDatasetPosition, shuffle_key, shuffled
+from datago.sources.wds_shuffle import ShuffleBuffer, shuffle_key, shuffled
 from datago.sources.wds_slots import SampleRef, SlotPosition, SlotsMark, SlotStreamer
 from datago.storage import StorageOptions, Storages
 
@@ -120,7 +120,7 @@ class WebDatasetSource:
             if rng is None:
                 async with contextlib.aclosing(samples):
                     async for raw, _, after in samples:
-                        yield raw, WebDatasetPosition(after)
+                        yield raw, after
                 return
             seed = config.seed if config.seed is not None else rng.getrandbits(64)
             buffer = ShuffleBuffer(config.shuffle_buffer_size, shuffle_key(seed, context.epoch))
