@@ -312,3 +312,20 @@ async def test_resuming_the_db_source_starts_at_its_page_and_downloads_nothing_d
     assert pages[0]["cursor"] == full[19]  # page 3 (items 20-29) holds the 27th
     assert len(pages) == 4  # pages 3, 4, 5 and the empty last one: none before the cursor
     assert state["source"]["taken"] == 7 and state["source"]["number"] == 3
+
+
+def test_a_shuffle_buffer_over_gzipped_shards_is_read_back_from_their_starts(
+    tmp_path: Path,
+) -> None:
+    files = write_dataset(tmp_path, gzipped=True)
+    pattern = f"shard-{{000..{SHARDS - 1:03d}}}.tar.gz"
+    options = {**SHUFFLED, "shuffle_buffer_size": 16, "concurrent_downloads": 2}
+    with served(files) as (base, _):
+        config = config_of(base + pattern, **options)
+        full = uninterrupted(config, environment=fast())
+        head, state = interrupted(config, 150)
+    assert len(state["source"]["buffer"]) == 16 and state["source"]["gzipped"]
+    with served(files) as (base, server):
+        rest, _ = resumed(config_of(base + pattern, **options), state)
+    assert head + rest == full
+    assert all(asked is None for _, asked, _ in server.sent)  # no Range into a gzip stream

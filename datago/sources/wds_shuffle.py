@@ -58,13 +58,13 @@ class ShuffleBuffer:
         size: int,
         key: int,
         taken: int = 0,
-        held: list[tuple[RawSample, SampleRef]] | None = None,
+        held: list[tuple[SampleRef, RawSample]] | None = None,
     ) -> None:
         self.size = size
         self.key = key
         self.taken = taken
-        self.samples = [raw for raw, _ in held or []]
-        self.refs = [ref for _, ref in held or []]
+        self.samples = [raw for _, raw in held or []]
+        self.refs = [ref for ref, _ in held or []]
 
     def add(self, raw: RawSample, ref: SampleRef) -> RawSample | None:
         """Take `raw` in; return the sample it replaces once the buffer is full."""

@@ -123,11 +123,12 @@ class WebDatasetSource:
                         yield raw, after
                 return
             seed = config.seed if config.seed is not None else rng.getrandbits(64)
-            buffer = ShuffleBuffer(config.shuffle_buffer_size, shuffle_key(seed, context.epoch))
-            buffer.taken = taken
-            for ref, raw in await _read_held(reader, order, held, config.downloads):
-                buffer.samples.append(raw)
-                buffer.refs.append(ref)
+            buffer = ShuffleBuffer(
+                config.shuffle_buffer_size,
+                shuffle_key(seed, context.epoch),
+                taken,
+                await _read_held(reader, order, held, config.downloads),
+            )
             stream = shuffled(samples, buffer, mark)
             async with contextlib.aclosing(stream):
                 async for raw, position in stream:
