@@ -22,7 +22,10 @@ Implementations count the bytes they receive through `options.on_fetch` (the pas
 object-store equivalent is not retried. The scheme decides the implementation:
 `http://`/`https://` -> `datago.storage.http.HttpStorage`; `file://` or a plain path ->
 `datago.storage.local.LocalStorage`; other schemes (s3://, gs://, az://) are refused here
-until `datago.storage.object_store` plugs in. Heavy clients (aiohttp) import lazily.
+until `datago.storage.object_store` plugs in: one more branch in `storage_for`, building its
+store from `options.extra` (a source's `storage_options`) and the standard environment
+variables. Heavy clients (aiohttp, object-store SDKs) import lazily, inside `storage_for`.
+A source holds its storages in a `Storages` (one per scheme) and closes them at its end.
 """
 
 from __future__ import annotations
