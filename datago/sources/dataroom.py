@@ -40,13 +40,13 @@ import hashlib
 from collections.abc import AsyncGenerator, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urlencode
 
 from datago.config import DbSourceConfig, Environment
 from datago.errors import SourceError
 from datago.sources.base import Position, RawSample, SourceContext, Split, check_state
 from datago.sources.dataroom_items import ItemRefs, MalformedItem, Page, parse_page
-from datago.sources.dataroom_query import SplitPlan, first_page_url, plan_split
+from datago.sources.dataroom_query import SplitPlan, first_page_url, plan_split, query_params
 from datago.storage import StorageOptions, Storages
 
 if TYPE_CHECKING:
@@ -86,9 +86,9 @@ class DbSource:
         return None
 
     def fingerprint(self, config: DbSourceConfig, split: Split) -> dict[str, Any]:
-        query = urlsplit(first_page_url("http://api/", config, plan_split(split).server))
-        digest = hashlib.blake2b(query.query.encode(), digest_size=8).hexdigest()
-        return {"query": f"{query.path} digest {digest}"}
+        query = urlencode(query_params(config, plan_split(split).server))
+        digest = hashlib.blake2b(query.encode(), digest_size=8).hexdigest()
+        return {"query": f"images/ digest {digest}"}
 
     async def open(
         self,
