@@ -32,9 +32,9 @@ from PIL import Image
 
 from benchmarks import BUCKETS
 from datago.config import ImageConfig
+from datago.image_processor import ImageProcessor
 from datago.imaging.buckets import BucketTable
 from datago.imaging.decode import fast_png_decode
-from datago.imaging.process import ImageProcessor
 from datago.imaging.resample import FastResampler, PillowResampler, Resampler
 from datago.stats import StageTimes
 

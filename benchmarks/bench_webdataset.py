@@ -30,10 +30,10 @@ from aiohttp.test_utils import TestServer
 
 from datago import DatagoClient
 from datago.config import Environment, WebDatasetSourceConfig
-from datago.sources.base import SourceContext
+from datago.sources.base import SourceContext, Split
 from datago.sources.tar_stream import TarStreamParser
 from datago.sources.wds_groups import SampleGrouper
-from datago.sources.webdataset import iter_webdataset
+from datago.sources.webdataset import WebDatasetSource
 from datago.stats import Stats
 
 DECODE_FOLDER = Path("benchmarks/data/wds_decode")
@@ -102,7 +102,7 @@ async def stream(url: str, downloads: int) -> tuple[float, int, int]:
         ctx = SourceContext(environment=Environment(), executor=executor, stats=Stats())
         start = time.perf_counter()
         count = size = 0
-        async for sample in iter_webdataset(source, ctx):
+        async for sample, _ in WebDatasetSource().open(source, Split(), ctx, None):
             count += 1
             size += len(sample.image) if isinstance(sample.image, bytes) else 0
         return time.perf_counter() - start, count, size

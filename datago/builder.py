@@ -6,7 +6,7 @@ import threading
 import time
 from pathlib import Path
 
-from datago.imaging.process import Bucket, ImageProcessor
+from datago.image_processor import Bucket, ImageProcessor
 from datago.sample import ImagePayload, LatentPayload, Sample
 from datago.sources.base import RawSample
 from datago.stats import StageTimes, Stats

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from datago.client import DatagoClient
 from datago.demo import write_photos
 from datago.errors import DatagoError
-from datago.sample import PixelArray
+from datago.imaging import PixelArray
 from datago.stats import Stats
 
 _PROGRESS_DELAY_S = 2.0  # short runs print no progress bar at all

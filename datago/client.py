@@ -17,19 +17,16 @@ import random
 import threading
 import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
-from datago.config import (
-    ClientConfig,
-    DbSourceConfig,
-    FileSourceConfig,
-    WebDatasetSourceConfig,
-)
+from datago import resume
+from datago.config import ClientConfig, Environment
 from datago.engine import Cursor, Pass, start_pass
 from datago.errors import ClientClosedError, ConfigError, DatagoError, LoaderError
 from datago.sample import Sample, python_types
 from datago.sink import END, Delivery, Failed, Item
-from datago.sources.base import Partition
+from datago.sources import node_of
+from datago.sources.base import Partition, Position, Split
 from datago.stats import Stats
 
 logger = logging.getLogger(__name__)
@@ -47,6 +44,8 @@ class DatagoClient:
         workers: the torch DataLoader worker split within this rank (used by `datago.torch`).
         sample_timeout: seconds `get_sample()` waits for one sample before it stops the
             pass and returns None, as the wheel's (300); None waits for ever.
+        environment: the settings passes run with; None reads the environment variables
+            when each pass starts (`Environment.from_env`).
 
     Raises:
         ConfigError: a dict or `ClientConfig` is invalid (the message names the key). JSON
@@ -66,12 +65,22 @@ class DatagoClient:
         str_config: str | None = None,
         workers: Partition | None = None,
         sample_timeout: float | None = WHEEL_SAMPLE_TIMEOUT_S,
+        environment: Environment | None = None,
     ) -> None:
         given = config if str_config is None else str_config
         if given is None or (config is not None and str_config is not None):
             raise TypeError("DatagoClient() takes one config: `config` or `str_config`")
-        self._workers = workers or Partition()
-        self._config = _parse(given, self._workers)
+        self._config = _parse(given)
+        self._split = Split(0, 1, workers or Partition())
+        self._user_seed = False
+        if isinstance(self._config, ClientConfig):
+            source = self._config.source_config
+            self._split = Split(source.rank, max(source.world_size, 1), self._split.workers)
+            self._user_seed = getattr(source, "seed", None) is not None
+            if self._split.part.count == 1:
+                # A single reader may pick its own seed; parts of a split must share the user's.
+                self._config = _with_seed(self._config)
+        self._environment = environment
         self.sample_timeout = sample_timeout
         self._failure: Exception | None = None  # why the wheel's get_sample() gave None
         self._stats = Stats()
@@ -80,6 +89,7 @@ class DatagoClient:
         self._finished = True  # no pass running: get_sample() starts one only if none ran yet
         self._completed = False  # the last pass delivered everything: state_dict() says next
         self._cursor = Cursor(epoch=-1)  # where the consumer stands in the current pass
+        self._position: Position | None = None  # the source's, after the last sample taken
         self._resume: Cursor | None = None  # set by load_state_dict for the next start()
         self._closed = False
         self._finalizer: weakref.finalize[[], DatagoClient] | None = None
@@ -120,8 +130,10 @@ class DatagoClient:
                 return
             self._shutdown_pass()
             self._cursor = self._resume or Cursor(epoch=self._cursor.epoch + 1)
-            self._resume = None
-            self._pass = start_pass(self._config, self._stats, self._cursor, self._workers)
+            self._resume, self._position = None, None
+            self._pass = start_pass(
+                self._config, self._stats, self._cursor, self._split, self._environment
+            )
             self._finished = self._completed = False
             self._failure = None
             # Closes the pass when the client is garbage-collected; holds no reference to it.
@@ -258,24 +270,25 @@ class DatagoClient:
 
     # -- resuming --------------------------------------------------------------------------
 
-    def state_dict(self) -> dict[str, int | None]:
-        """Where the consumer stands, as plain ints (JSON-ready).
+    def state_dict(self) -> dict[str, Any]:
+        """Where the consumer stands, as plain values (JSON-ready; `datago.resume` has the
+        format): the pass, the counts, the seed, and the source's own state.
 
         `load_state_dict` on a client with the same config (in this process or another)
-        continues with exactly the samples not delivered yet. The order is reproducible
-        because the shuffle seed is part of the state. A pass stopped or closed before its
-        end keeps its place; one that reached its end resumes at the next pass.
+        continues with exactly the samples not delivered yet, reading the source from there
+        (a file index, shard byte offsets, a page cursor) rather than from its start. A pass
+        stopped or closed before its end keeps its place; one that reached its end resumes
+        at the next pass.
 
         Raises:
-            ConfigError: random sampling split over ranks or torch workers without
+            ConfigError: the source cannot resume (the db source's random sampling), or
+                random sampling is split over ranks or torch workers without
                 `source_config.seed`: that order cannot be replayed.
         """
         source = self.config.source_config
-        if isinstance(source, DbSourceConfig) and source.random_sampling:
-            raise ConfigError(
-                "state_dict(): the db source's random_sampling draws from the server "
-                "(images/random/), which cannot be replayed on resume"
-            )
+        refusal = node_of(self.config.source_type).resume_refusal(source)
+        if refusal is not None:
+            raise ConfigError(f"state_dict(): {refusal}")
         if getattr(source, "random_sampling", False) and _seed_of(self.config) is None:
             raise ConfigError(
                 "state_dict() needs source_config.seed: with random_sampling split over "
@@ -283,26 +296,33 @@ class DatagoClient:
                 "set the same seed on every rank"
             )
         with self._lock:
-            cursor = self._resume or self._cursor
-            if self._resume is None and self._completed:
-                cursor = Cursor(epoch=cursor.epoch + 1)  # the next start() begins a new pass
-            return {
-                "epoch": max(cursor.epoch, 0),
-                "position": cursor.position,
-                "delivered": cursor.delivered,
-                "seed": _seed_of(self.config),
-            }
+            cursor, position = self._resume or self._cursor, self._position
+            if self._resume is not None:
+                position = None
+            elif self._completed:
+                cursor, position = Cursor(epoch=cursor.epoch + 1), None  # the next pass
+            return resume.save(cursor, position, self.config, self._split)
 
-    def load_state_dict(self, state: Mapping[str, int | None]) -> None:
-        """Stop any pass; the next `start()`, `get_sample()` or loop resumes at `state`."""
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Stop any pass; the next `start()`, `get_sample()` or loop resumes at `state`.
+
+        Raises:
+            ConfigError: the state was saved with another config or split (the message
+                names the part that differs), or is not a state.
+        """
         seed = state.get("seed")
         if seed is not None and seed != _seed_of(self.config):
-            self.config = _with_seed(self.config, seed)
-        epoch, position, delivered = (int(state[key] or 0) for key in _CURSOR_KEYS)
+            if self._user_seed:
+                raise ConfigError(
+                    f"this state was saved with another source_config.seed: {seed!r}, "
+                    f"not {_seed_of(self.config)!r}"
+                )
+            self.config = _with_seed(self.config, seed)  # the seed the saving client picked
+        cursor = resume.load(state, self.config, self._split)
         with self._lock:
             self._shutdown_pass()
             self._pass = None
-            self._resume = Cursor(epoch, position, delivered)
+            self._resume = cursor
 
     def _unwrap(self, current: Pass, item: Item) -> Sample | None:
         if isinstance(item, Delivery):
@@ -310,8 +330,12 @@ class DatagoClient:
             with self._lock:
                 if current is self._pass:  # not a sample of a pass stopped since
                     cursor = self._cursor
-                    position = max(cursor.position, item.resume_at)  # consumers race here
-                    self._cursor = Cursor(cursor.epoch, position, cursor.delivered + 1)
+                    if item.resume_at > cursor.position:  # consumers race here
+                        self._position = item.position
+                    position = max(cursor.position, item.resume_at)
+                    self._cursor = Cursor(
+                        cursor.epoch, position, cursor.delivered + 1, cursor.source
+                    )
             return item.sample
         with self._lock:
             if current is self._pass:
@@ -326,32 +350,22 @@ class DatagoClient:
         return None
 
 
-_CURSOR_KEYS = ("epoch", "position", "delivered")
-
-
-def _parse(
-    config: str | Mapping[str, Any] | ClientConfig, workers: Partition
-) -> ClientConfig | ConfigError:
+def _parse(config: str | Mapping[str, Any] | ClientConfig) -> ClientConfig | ConfigError:
     """The parsed config, or, for JSON text (the wheel's way), the `ConfigError` it raised:
     logged at ERROR now, as the wheel logs it, and raised later by our surface only."""
     try:
         if isinstance(config, ClientConfig):
-            parsed = config
-        elif isinstance(config, str):
-            parsed = ClientConfig.from_json(config)
-        elif isinstance(config, Mapping):
-            parsed = ClientConfig.from_dict(config)
-        else:
-            raise TypeError(f"config must be JSON text, a dict or a ClientConfig, got {config!r}")
+            return config
+        if isinstance(config, str):
+            return ClientConfig.from_json(config)
+        if isinstance(config, Mapping):
+            return ClientConfig.from_dict(config)
+        raise TypeError(f"config must be JSON text, a dict or a ClientConfig, got {config!r}")
     except ConfigError as exc:
         if not isinstance(config, str):
             raise
         logger.error("%s; this client returns no samples (see client.error)", exc)
         return exc
-    if workers.count == 1 and parsed.source_config.world_size <= 1:
-        # A single reader may pick its own seed; parts of a split must share the user's.
-        parsed = _with_seed(parsed)
-    return parsed
 
 
 def _seed_of(config: ClientConfig) -> int | None:
@@ -361,9 +375,10 @@ def _seed_of(config: ClientConfig) -> int | None:
 def _with_seed(config: ClientConfig, seed: int | None = None) -> ClientConfig:
     """Give a shuffling source a concrete seed, so its order can be replayed on resume."""
     source = config.source_config
-    if not isinstance(source, FileSourceConfig | WebDatasetSourceConfig) or (
-        source.seed is not None and seed is None
-    ):
+    fields = {field.name for field in dataclasses.fields(source)}
+    if "seed" not in fields or (getattr(source, "seed", None) is not None and seed is None):
         return config
     seed = seed if seed is not None else random.getrandbits(63)
-    return dataclasses.replace(config, source_config=dataclasses.replace(source, seed=seed))
+    return dataclasses.replace(
+        config, source_config=dataclasses.replace(cast(Any, source), seed=seed)
+    )

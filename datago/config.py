@@ -196,11 +196,6 @@ class ImageConfig:
 
 
 SourceConfig = FileSourceConfig | WebDatasetSourceConfig | DbSourceConfig
-_SOURCE_CONFIGS: dict[str, type[SourceConfig]] = {
-    "file": FileSourceConfig,
-    "webdataset": WebDatasetSourceConfig,
-    "db": DbSourceConfig,
-}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -233,17 +228,17 @@ class ClientConfig:
         """
         if not isinstance(data, Mapping):
             raise ConfigError(f"config must be a JSON object, got {type(data).__name__}")
+        from datago.sources import SOURCES  # the source registry imports this module
+
         data = dict(data)
         source_type = data.get("source_type", "db")
-        if source_type not in _SOURCE_CONFIGS:
-            raise ConfigError(
-                f"source_type must be one of {sorted(_SOURCE_CONFIGS)}, got {source_type!r}"
-            )
+        if source_type not in SOURCES:
+            raise ConfigError(f"source_type must be one of {sorted(SOURCES)}, got {source_type!r}")
         if "source_config" not in data:
             raise ConfigError("source_config is required")
         unknown: list[str] = []
         data["source_config"] = _build(
-            _SOURCE_CONFIGS[source_type], data["source_config"], "source_config", unknown
+            SOURCES[source_type].config_type, data["source_config"], "source_config", unknown
         )
         if data.get("image_config") is not None:
             data["image_config"] = _build(
@@ -262,6 +257,14 @@ class ClientConfig:
         return dataclasses.asdict(self)
 
     def validate(self) -> None:
+        from datago.sources import SOURCES
+
+        node = SOURCES.get(self.source_type)
+        if node is None or not isinstance(self.source_config, node.config_type):
+            raise ConfigError(
+                f"source_config is a {type(self.source_config).__name__}, which is not the "
+                f"config of source_type {self.source_type!r}"
+            )
         if self.limit is not None and self.limit <= 0:
             raise ConfigError(f"limit must be > 0, got {self.limit}")
         for key in ("samples_buffer_size", "prefetch_buffer_size"):
@@ -282,19 +285,30 @@ def usable_cpus() -> int:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Environment:
-    """The environment variables upstream reads, read once when a pass starts."""
+    """What a pass runs with: the environment variables upstream reads (read once when a pass
+    starts, unless given to the client) and our network timeouts (not config keys)."""
 
     max_tasks: int = field(default_factory=usable_cpus)
     max_retries: int = 3
     dataroom_api_url: str = ""
     dataroom_api_key: str = ""
     tune_malloc: bool = True
+    backoff_base_s: float = 0.1
+    """First retry delay; it doubles per attempt, up to 3 s."""
+    stall_timeout_s: float = 60.0
+    """A streamed download (a shard) fails, and is resumed, when no byte comes for this long."""
+    page_timeout_s: float = 20.0
+    """One dataroom page GET, headers and body, before it fails and is retried."""
+    file_timeout_s: float = 60.0
+    """One whole-file GET (a db image or latent), likewise."""
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> Environment:
-        """Read `DATAGO_MAX_TASKS`, `DATAGO_MAX_RETRIES`, `DATAROOM_API_URL`/`_KEY` and
-        `DATAGO_TUNE_MALLOC`."""
-        defaults = cls()
+    def from_env(
+        cls, env: Mapping[str, str] = os.environ, *, max_tasks: int | None = None
+    ) -> Environment:
+        """Read `DATAGO_MAX_TASKS` (else `max_tasks`, else the usable CPUs),
+        `DATAGO_MAX_RETRIES`, `DATAROOM_API_URL`/`_KEY` and `DATAGO_TUNE_MALLOC`."""
+        defaults = cls() if max_tasks is None else cls(max_tasks=max_tasks)
         return cls(
             max_tasks=_env_int(env, "DATAGO_MAX_TASKS", defaults.max_tasks, minimum=1),
             max_retries=_env_int(env, "DATAGO_MAX_RETRIES", defaults.max_retries, minimum=1),
@@ -369,7 +383,9 @@ def _hint(key: str, known: set[str], path: str) -> str:
     """Why an unknown key may be there: the source type it belongs to, or the closest known
     key when one is close."""
     if path == "source_config":
-        owners = [name for name, kind in _SOURCE_CONFIGS.items() if key in _field_names(kind)]
+        from datago.sources import SOURCES  # the source registry imports this module
+
+        owners = [name for name, node in SOURCES.items() if key in _field_names(node.config_type)]
         if owners:
             return f" (a key of source_type {owners[0]!r})"
     close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)

@@ -19,14 +19,15 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from datago._malloc import tune_malloc
 from datago.builder import build_chunk
 from datago.config import ClientConfig, Environment
-from datago.imaging.process import ImageProcessor
+from datago.image_processor import ImageProcessor
 from datago.sink import END, Delivery, Failed, Sink
-from datago.sources import open_source
-from datago.sources.base import Partition, RawSample, SampleStream, SourceContext
+from datago.sources import node_of
+from datago.sources.base import Position, RawSample, SampleStream, SourceContext, Split
 from datago.stats import Stats
 
 logger = logging.getLogger(__name__)
@@ -48,11 +49,13 @@ _live_passes: weakref.WeakSet[Pass] = weakref.WeakSet()
 
 @dataclass(frozen=True, slots=True)
 class Cursor:
-    """Where a pass starts: its number, source samples already consumed, samples delivered."""
+    """Where a pass starts: its number, source samples already consumed, samples delivered,
+    and the source's state there (None: replay the source and skip `position` samples)."""
 
     epoch: int = 0
     position: int = 0
     delivered: int = 0
+    source: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +63,8 @@ class _SourceEnd:
     error: BaseException | None = None
 
 
-_Numbered = tuple[int, RawSample]  # a raw sample and its position in the source stream
+_Numbered = tuple[int, RawSample, Position | None]
+"""A raw sample, its number in the source stream, and the source's position after it."""
 
 
 class Pass:
@@ -72,13 +76,13 @@ class Pass:
         environment: Environment,
         stats: Stats,
         cursor: Cursor,
-        workers: Partition,
+        split: Split,
     ) -> None:
         self.config = config
         self.environment = environment
         self.stats = stats
         self.cursor = cursor
-        self.workers = workers
+        self.split = split
         self.loop = asyncio.new_event_loop()
         self.sink = Sink(self.loop, config.samples_buffer_size)
         self._main: asyncio.Task[None] | None = None
@@ -113,7 +117,9 @@ class Pass:
         self._threads.add(threading.get_ident())
 
     def _cancel(self) -> None:
-        if self._main is not None:
+        # Once: a second cancel would reach the task `_main` awaits in its cleanup (the
+        # source closing its HTTP sessions) and leave that cleanup half done.
+        if self._main is not None and not self._main.cancelling():
             self._main.cancel()
 
     def _run(self) -> None:
@@ -156,13 +162,16 @@ class Pass:
             executor=executor,
             stats=self.stats,
             epoch=self.cursor.epoch,
-            workers=self.workers,
         )
         raws: asyncio.Queue[_Numbered | _SourceEnd] = asyncio.Queue(
             self.config.prefetch_buffer_size
         )
-        stream = open_source(self.config, context)
-        feeder = asyncio.create_task(_feed(stream, raws, skip=self.cursor.position))
+        node, cursor = node_of(self.config.source_type), self.cursor
+        seek = node.seeks and cursor.source is not None  # else replay up to the position
+        state = cursor.source if seek else None
+        stream = node.open(self.config.source_config, self.split, context, state)
+        first, skip = (cursor.position, 0) if seek else (0, cursor.position)
+        feeder = asyncio.create_task(_feed(stream, raws, first, skip))
         try:
             await _Dispatcher(self, executor, processor).run(raws)
         finally:
@@ -172,18 +181,19 @@ class Pass:
 
 
 async def _feed(
-    stream: SampleStream, raws: asyncio.Queue[_Numbered | _SourceEnd], skip: int
+    stream: SampleStream, raws: asyncio.Queue[_Numbered | _SourceEnd], first: int, skip: int
 ) -> None:
-    """Number the source's samples into the bounded queue, after skipping the first `skip`
-    (a resumed pass); the source's end or failure goes in-band."""
+    """Number the source's samples from `first` into the bounded queue, after skipping those
+    numbered below `skip` (a resumed pass of a source that cannot seek); the source's end or
+    failure goes in-band."""
     end = _SourceEnd()
-    position = 0
+    number = first
     try:
         async with contextlib.aclosing(stream):  # type: ignore[type-var]
-            async for raw in stream:
-                if position >= skip:
-                    await raws.put((position, raw))
-                position += 1
+            async for raw, position in stream:
+                if number >= skip:
+                    await raws.put((number, raw, position))
+                number += 1
     except asyncio.CancelledError:
         raise
     except Exception as exc:
@@ -253,7 +263,7 @@ class _Dispatcher:
         loop = asyncio.get_running_loop()
         stats = self.owner.stats
         try:
-            raws = [raw for _, raw in chunk]
+            raws = [raw for _, raw, _ in chunk]
             built, times = await loop.run_in_executor(
                 self.executor, build_chunk, raws, self.processor, stats, self.owner.cancelled
             )
@@ -263,9 +273,9 @@ class _Dispatcher:
             self.built += len(chunk)
             self.built_bytes += times.bytes_read
             await turn.wait()
-            for (position, _), sample in zip(chunk, built, strict=True):
+            for (number, _, position), sample in zip(chunk, built, strict=True):
                 if sample is not None and self.accepted < self.limit:
-                    await self.owner.sink.put(Delivery(sample, position + 1))
+                    await self.owner.sink.put(Delivery(sample, number + 1, position))
                     self.accepted += 1
                 self.reserved -= 1
             delivered.set()
@@ -324,10 +334,16 @@ _register_exit_hook = getattr(threading, "_register_atexit", atexit.register)
 _register_exit_hook(_close_live_passes)
 
 
-def start_pass(config: ClientConfig, stats: Stats, cursor: Cursor, workers: Partition) -> Pass:
-    """Start a pass in the background at `cursor`; the environment is read now."""
+def start_pass(
+    config: ClientConfig,
+    stats: Stats,
+    cursor: Cursor,
+    split: Split,
+    environment: Environment | None = None,
+) -> Pass:
+    """Start a pass in the background at `cursor`; the environment is read now if not given."""
     stats.started_at = stats.started_at or time.perf_counter()
-    environment = Environment.from_env()
+    environment = environment or Environment.from_env()
     if environment.tune_malloc:
         tune_malloc()
-    return Pass(config, environment, stats, cursor, workers)
+    return Pass(config, environment, stats, cursor, split)

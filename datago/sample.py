@@ -17,8 +17,8 @@ import numpy as np
 from numpy.typing import DTypeLike, NDArray
 from PIL import Image
 
-PixelArray = NDArray[np.uint8] | NDArray[np.uint16]
-"""Decoded pixels, always (height, width, channels); uint16 for 16-bit images."""
+from datago.imaging import PixelArray
+from datago.imaging.decode import decode_image, open_unguarded
 
 _PIL_MODES = {(1, 8): "L", (2, 8): "LA", (3, 8): "RGB", (4, 8): "RGBA", (1, 16): "I;16"}
 """PIL mode of raw pixels, by (channels, bit depth)."""
@@ -85,8 +85,6 @@ class ImagePayload:
             return self.data
         if not self:
             return np.zeros((0, 0, 0), dtype=np.uint8)
-        from datago.imaging.decode import decode_image  # imaging depends on this module
-
         pixels, _ = decode_image(self.data, max_pixels=None)  # bytes we encoded ourselves
         return pixels
 
@@ -105,8 +103,6 @@ class ImagePayload:
     def _open(self) -> Image.Image:
         if not self:
             raise ValueError("this payload is empty: the sample has no image")
-        from datago.imaging.decode import open_unguarded  # imaging depends on this module
-
         assert isinstance(self.data, bytes)
         return open_unguarded(self.data)
 

@@ -15,14 +15,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from datago.sample import Sample
+from datago.sources.base import Position
 
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """A sample and the source position right after it (where a resumed pass starts)."""
+    """A sample, the number of source samples up to it, and the source's position after it
+    (None for a source that cannot seek): where a resumed pass starts."""
 
     sample: Sample
     resume_at: int
+    position: Position | None = None
 
 
 class _End:

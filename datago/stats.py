@@ -44,6 +44,8 @@ class Stats:
     """Units of the source lost after retries (a shard, a page), each also logged."""
     bytes_read: int = 0
     """Encoded bytes read or downloaded for delivered and skipped samples."""
+    bytes_fetched: int = 0
+    """Bytes the sources received from storage (shards, pages, files), before parsing."""
     read_s: float = 0.0
     decode_s: float = 0.0
     transform_s: float = 0.0
@@ -83,6 +85,11 @@ class Stats:
         with self._lock:
             self.source_errors += 1
         logger.error("lost %s: %s", what, reason)
+
+    def fetched(self, size: int) -> None:
+        """Count bytes received from storage."""
+        with self._lock:
+            self.bytes_fetched += size
 
     def add(self, times: StageTimes) -> None:
         """Fold one task's stage times in."""

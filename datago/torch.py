@@ -30,9 +30,10 @@ import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
 
 from datago.client import DatagoClient
-from datago.config import ClientConfig, usable_cpus
+from datago.config import ClientConfig, Environment, usable_cpus
 from datago.errors import ConfigError
-from datago.sample import ImagePayload, PixelArray, Sample, python_types
+from datago.imaging import PixelArray
+from datago.sample import ImagePayload, Sample, python_types
 from datago.sources.base import Partition
 from datago.torch_batching import ShapeBatcher
 
@@ -204,11 +205,13 @@ class DatagoIterDataset(IterableDataset[Any]):
                 "DataLoader(pin_memory=True)"
             )
         workers = Partition(info.id, info.num_workers) if info is not None else Partition()
+        environment = None  # read when the pass starts
         if info is not None:
             self._shared[1] = 1  # the main process holds no state of this iteration
-            # Each worker process runs its own decode threads: share the cores between them.
+            # Each worker process runs its own decode threads: share the cores between them
+            # (unless DATAGO_MAX_TASKS says otherwise).
             cores = max(1, usable_cpus() // info.num_workers)
-            os.environ.setdefault("DATAGO_MAX_TASKS", str(cores))
+            environment = Environment.from_env(max_tasks=cores)
         ranks = self._ranks()
         self._client = None
         self._state = self._begin([*ranks, workers.index, workers.count])
@@ -216,7 +219,7 @@ class DatagoIterDataset(IterableDataset[Any]):
         if config is None or self._state.get("finished"):
             self._state["finished"] = True
             return iter(())
-        client = DatagoClient(config, workers=workers)
+        client = DatagoClient(config, workers=workers, environment=environment)
         if self._state["client"] is not None:
             client.load_state_dict(self._state["client"])
         elif epoch := self._state["epoch"]:

@@ -25,11 +25,12 @@ from typing import Any
 import pytest
 
 from datago import DatagoClient, SourceError
+from datago.config import Environment
 from datago.dataroom_server import make_app
 from tests.helpers import Fault, Logged, Server, free_port, write_catalogue_with_latents
 
 TOKEN = "fault-token"
-TIMEOUT_S = 0.5  # PAGE_ and HTTP_TIMEOUT_S during these tests: a stall costs this much
+TIMEOUT_S = 0.5  # page and file timeouts during these tests: a stall costs this much
 KINDS = ("500", "503", "reset", "stall_headers", "stall_body", "truncate")
 
 
@@ -106,13 +107,18 @@ def server(
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Server]:
     """The folder server on 127.0.0.1 in its own thread, named by the DATAROOM_ variables."""
-    monkeypatch.setattr("datago.sources.dataroom.HTTP_TIMEOUT_S", TIMEOUT_S)
-    monkeypatch.setattr("datago.sources.dataroom.PAGE_TIMEOUT_S", TIMEOUT_S)
     monkeypatch.setenv("DATAGO_MAX_RETRIES", "3")
     with Server(make_app(tmp_path / "data", token=TOKEN), fault=faults) as running:
         monkeypatch.setenv("DATAROOM_API_URL", running.url + "api/")
         monkeypatch.setenv("DATAROOM_API_KEY", TOKEN)
         yield running
+
+
+def client_of(config: dict[str, Any], timeout_s: float = TIMEOUT_S) -> DatagoClient:
+    """A client of `config` whose page and file GETs time out after `timeout_s`."""
+    environment = Environment.from_env()  # the fixture's DATAROOM_API_URL and _KEY
+    timeouts = replace(environment, page_timeout_s=timeout_s, file_timeout_s=timeout_s)
+    return DatagoClient(config, environment=timeouts)
 
 
 def db_config(**source: Any) -> dict[str, Any]:
@@ -142,7 +148,7 @@ def test_transient_faults_on_pages_and_media_lose_and_repeat_nothing(
 ) -> None:
     faults.rate, faults.seed = 0.1, 7
     start = time.monotonic()
-    with DatagoClient(db_config()) as client:
+    with client_of(db_config()) as client:
         samples = list(client)
         stats = client.stats
     assert time.monotonic() - start < 15
@@ -164,7 +170,7 @@ def test_transient_faults_on_masks_and_latents(
 ) -> None:
     faults.rate, faults.seed = 0.1, 3
     config = db_config(has_masks="mask", has_latents="latent_vae")
-    with DatagoClient(config) as client:
+    with client_of(config) as client:
         samples = list(client)
         stats = client.stats
     with_files = sorted(key for key, meta in catalogue.items() if "latent" in meta)
@@ -189,7 +195,7 @@ def test_an_image_lost_for_good_is_skipped_once_and_the_rest_delivered(
     missing = sorted(catalogue)[42]
     faults.rate, faults.seed = 0.1, 11
     faults.always[lambda request: request.path == f"/media/{missing}"] = status
-    with DatagoClient(db_config()) as client:
+    with client_of(db_config()) as client:
         ids = read_all(client)
         stats = client.stats
     assert ids == [key for key in sorted(catalogue) if key != missing]
@@ -206,7 +212,7 @@ def test_a_page_failing_for_good_raises_after_the_samples_before_it(
     ids: list[str] = []
     start = time.monotonic()
     with (
-        DatagoClient(db_config()) as client,
+        client_of(db_config()) as client,
         pytest.raises(
             SourceError,
             match=r"page 4 failed after 3 attempt\(s\): GET .*HTTP 500: injected for good$",
@@ -231,7 +237,7 @@ def test_a_page_is_asked_exactly_max_retries_times(
 ) -> None:
     monkeypatch.setenv("DATAGO_MAX_RETRIES", str(retries))
     faults.always[lambda request: request.path.startswith("/api/")] = 503
-    with DatagoClient(db_config()) as client, pytest.raises(SourceError, match="HTTP 503"):
+    with client_of(db_config()) as client, pytest.raises(SourceError, match="HTTP 503"):
         read_all(client)
     assert sum(faults.attempts.values()) == retries
 
@@ -268,8 +274,6 @@ def test_closing_mid_stream_is_quick_and_leaves_no_thread_or_socket(
     monkeypatch: pytest.MonkeyPatch,
     stall: str,
 ) -> None:
-    monkeypatch.setattr("datago.sources.dataroom.HTTP_TIMEOUT_S", 30.0)
-    monkeypatch.setattr("datago.sources.dataroom.PAGE_TIMEOUT_S", 30.0)
     if stall == "by_host_name":  # resolved by aiohttp in a thread of the loop
         api_url = server.url.replace("127.0.0.1", "localhost") + "api/"
         monkeypatch.setenv("DATAROOM_API_URL", api_url)
@@ -281,7 +285,7 @@ def test_closing_mid_stream_is_quick_and_leaves_no_thread_or_socket(
         faults.only = lambda key: "stall_body" if key.startswith("/media/") else None
     threads = set(threading.enumerate())
     baseline = fd_count()
-    client = DatagoClient(db_config())
+    client = client_of(db_config(), timeout_s=30.0)  # stalls end by closing, not by timeouts
     try:
         if stall in ("media_in_flight", "by_host_name"):
             first = [client.get_sample(timeout=5) for _ in range(5)]
@@ -365,7 +369,7 @@ def test_a_malformed_page_is_a_source_error_after_the_samples_before_it(
     faults.rewrite[cursor_of(catalogue, 10)] = body
     ids: list[str] = []
     start = time.monotonic()
-    with DatagoClient(db_config()) as client, pytest.raises(SourceError, match=message):
+    with client_of(db_config()) as client, pytest.raises(SourceError, match=message):
         read_all(client, into=ids)
     assert time.monotonic() - start < 5
     assert ids == sorted(catalogue)[:delivered]
@@ -377,7 +381,7 @@ def test_a_client_error_status_is_not_retried_and_quotes_its_detail(
 ) -> None:
     faults.always[cursor_of(catalogue, 10)] = 400
     with (
-        DatagoClient(db_config()) as client,
+        client_of(db_config()) as client,
         pytest.raises(
             SourceError,
             match=r"page 2 failed after 1 attempt\(s\): GET .*: HTTP 400: injected for good$",
@@ -411,7 +415,7 @@ def test_malformed_items_are_skipped_and_counted(
         return json.dumps(page).encode()
 
     faults.rewrite[lambda request: request.path.startswith("/api/")] = corrupt
-    with DatagoClient(db_config()) as client:
+    with client_of(db_config()) as client:
         delivered = read_all(client)
         stats = client.stats
     assert delivered == [key for key in ids if key not in broken and key != relative]
@@ -425,7 +429,7 @@ def test_a_limit_under_faults_gives_exactly_the_first_samples(
     server: Server, faults: Faults, catalogue: dict[str, dict[str, Any]]
 ) -> None:
     faults.rate, faults.seed = 0.1, 13
-    with DatagoClient({**db_config(), "limit": 37}) as client:
+    with client_of({**db_config(), "limit": 37}) as client:
         ids = read_all(client)
         stats = client.stats
     assert ids == sorted(catalogue)[:37]
@@ -438,7 +442,7 @@ def test_random_sampling_under_faults_runs_to_the_limit(
     faults.rate, faults.seed, faults.in_a_row = 0.1, 17, 2
     faults.attempts.clear()
     config = {**db_config(random_sampling=True, page_size=20), "limit": 60}
-    with DatagoClient(config) as client:
+    with client_of(config) as client:
         ids = read_all(client)
         stats = client.stats
     assert len(ids) == 60
@@ -450,7 +454,7 @@ def test_random_sampling_under_faults_runs_to_the_limit(
 def test_a_refused_token_quotes_the_api(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATAROOM_API_KEY", "wrong")
     with (
-        DatagoClient(db_config()) as client,
+        client_of(db_config()) as client,
         pytest.raises(
             SourceError,
             match=r"HTTP 401\) for .*: check DATAROOM_API_KEY \(the API said: Invalid token.\)$",
@@ -468,7 +472,7 @@ def test_under_heavy_faults_every_sample_comes_once_or_is_counted(
     ids: list[str] = []
     failed_page = 0
     start = time.monotonic()
-    with DatagoClient(db_config()) as client:
+    with client_of(db_config()) as client:
         try:
             read_all(client, into=ids)
         except SourceError as exc:

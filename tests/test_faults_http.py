@@ -14,8 +14,7 @@ import pytest
 from aiohttp import web
 
 from datago.errors import SourceError
-from datago.sources import http as http_module
-from datago.sources.http import HttpClient, HttpStatusError, backoff_delay, is_retryable
+from datago.storage.http import HttpClient, HttpStatusError, backoff_delay, is_retryable
 from tests.helpers import Fault, Server, free_port, script
 
 BODY = bytes(range(256)) * 40
@@ -185,13 +184,16 @@ async def test_an_error_status_quotes_the_start_of_its_body(
 
 
 async def test_an_error_whose_body_stalls_is_raised_without_waiting_for_it(
-    served: Served, http: HttpClient, monkeypatch: pytest.MonkeyPatch
+    served: Served,
 ) -> None:
-    monkeypatch.setattr(http_module, "_DETAIL_WAIT_S", 5.0)
+    http = HttpClient(attempts=3, timeout_s=0.5, backoff_base_s=0.01, detail_wait_s=5.0)
     served.answer("error_stall_body")
     start = time.monotonic()
-    with pytest.raises(HttpStatusError, match=r"HTTP 404$"):
-        await http.get_bytes(served.url)
+    try:
+        with pytest.raises(HttpStatusError, match=r"HTTP 404$"):
+            await http.get_bytes(served.url)
+    finally:
+        await http.close()
     assert time.monotonic() - start < 2.5  # the 0.5 s timeout, not the 5 s detail wait
     assert len(served.times) == 1
 

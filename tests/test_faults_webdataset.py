@@ -17,7 +17,7 @@ import random
 import tarfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,8 @@ import pytest
 from PIL import Image
 
 from datago import DatagoClient
-from datago.sources import gzip_stream, webdataset
+from datago.config import Environment
+from datago.sources import gzip_stream
 from tests.helpers import (
     Fault,
     Logged,
@@ -45,10 +46,9 @@ FAULTS = ("status", "reset", "stall", "truncate")
 CORRUPT = {"s0013", "s0101"}  # JPEGs that do not decode: counted skips
 
 
-@pytest.fixture(autouse=True)
-def fast_faults(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(webdataset, "HTTP_BACKOFF_BASE_S", 0.01)
-    monkeypatch.setattr(webdataset, "HTTP_STALL_TIMEOUT_S", 0.5)
+def fast() -> Environment:
+    """Quick retries; a stalled download fails after 0.5 s (the defaults: 0.1 s and 60 s)."""
+    return replace(Environment.from_env(), backoff_base_s=0.01, stall_timeout_s=0.5)
 
 
 @dataclass
@@ -124,7 +124,7 @@ def client_config(url: str | list[str], **source: Any) -> dict[str, Any]:
 
 
 def read_all(config: dict[str, Any]) -> tuple[list[Any], Any]:
-    with DatagoClient(config) as client:
+    with DatagoClient(config, environment=fast()) as client:
         samples = list(client)
         return samples, client.stats
 
@@ -196,12 +196,12 @@ def test_resume_across_different_faults_is_exact(tmp_path: Path) -> None:
     source = {"concurrent_downloads": 4, "random_sampling": True, "seed": 1}
     with Server.files(files, fault=Chaos(files, seed=8)) as server:
         config = client_config(server.url + pattern, **source)
-        with DatagoClient(config) as client:
+        with DatagoClient(config, environment=fast()) as client:
             head = ids_of(client, 70)
             state = client.state_dict()
     with Server.files(files, fault=Chaos(files, seed=9, rate=0.2)) as server:
         config = client_config(server.url + pattern, **source)
-        with DatagoClient(config) as client:
+        with DatagoClient(config, environment=fast()) as client:
             client.load_state_dict(state)
             rest = ids_of(client)
     clean, _ = read_all(client_config(str(tmp_path / pattern), **source))

@@ -18,11 +18,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-import datago.engine
 from datago import DatagoClient, LoaderError
 from datago.sink import Sink
+from datago.sources import SOURCES
 from datago.sources.base import RawSample, SourceContext
 from tests.helpers import (
+    ScriptedSource,
     big_jpegs,
     datago_threads,
     encode,
@@ -145,7 +146,7 @@ def test_cycle_collected_on_a_pass_thread_stops_the_pass(
         told.wait(5.0)
         gc.collect()
 
-    async def endless_source(config: object, context: SourceContext) -> AsyncIterator[RawSample]:
+    async def endless_source(context: SourceContext) -> AsyncIterator[RawSample]:
         yield RawSample(id="first", source="test", image=jpeg)
         loop = asyncio.get_running_loop()
         if thread == "loop":
@@ -156,7 +157,7 @@ def test_cycle_collected_on_a_pass_thread_stops_the_pass(
         while True:
             yield RawSample(id="more", source="test", image=jpeg)
 
-    monkeypatch.setattr(datago.engine, "open_source", endless_source)
+    monkeypatch.setitem(SOURCES, "file", ScriptedSource(endless_source))
     gc.disable()  # only the pass's own thread may collect the cycle
     try:
         client = DatagoClient(file_config(Path("unused"), samples_buffer_size=1))
@@ -286,12 +287,12 @@ def test_fatal_source_error_is_raised_after_earlier_samples(
 ) -> None:
     jpeg = encode(photo(16, 16))
 
-    async def failing_source(config: object, context: object) -> AsyncIterator[RawSample]:
+    async def failing_source(context: object) -> AsyncIterator[RawSample]:
         for i in range(3):
             yield RawSample(id=f"s{i}", source="test", image=jpeg)
         raise OSError("disk gone")
 
-    monkeypatch.setattr(datago.engine, "open_source", failing_source)
+    monkeypatch.setitem(SOURCES, "file", ScriptedSource(failing_source))
     with DatagoClient(file_config(Path("unused"))) as client:
         got = [client.get_sample() for _ in range(3)]
         assert [s.id for s in got if s] == ["s0", "s1", "s2"]

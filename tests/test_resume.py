@@ -6,6 +6,7 @@ import json
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,7 +14,7 @@ import datago.client
 from datago import ConfigError, DatagoClient
 from datago.engine import Cursor
 from datago.sources.base import Partition
-from tests.helpers import file_config, ids_of, write_images
+from tests.helpers import file_config, ids_of, path_of, write_images
 
 
 @pytest.mark.parametrize("random_sampling", [False, True])
@@ -93,7 +94,20 @@ def test_state_dict_right_after_load_is_the_loaded_state(
         assert client.state_dict() == saved
         rest = ids_of(client)
     seed = sampling.get("seed", saved["seed"])  # unseeded: the client picked one
-    assert saved == {"epoch": 0, "position": 4, "delivered": 4, "seed": seed}
+    assert saved == {
+        "version": 2,
+        "epoch": 0,
+        "position": 4,
+        "delivered": 4,
+        "seed": seed,
+        "source": {"index": 4, "after": path_of(full[3])},
+        "config": {
+            "source_type": "file",
+            "split": [0, 1, 0, 1],
+            "root_path": str(tmp_path),
+            "random_sampling": bool(sampling),
+        },
+    }
     assert head + rest == full
 
 
@@ -154,7 +168,7 @@ def test_concurrent_consumers_never_move_the_cursor_back(
     write_images(tmp_path, 60)
     per_thread, threads = 10, 4
 
-    def slow_cursor(*args: int, **kwargs: int) -> Cursor:
+    def slow_cursor(*args: Any, **kwargs: Any) -> Cursor:
         time.sleep(0.002)  # another consumer gets in while one moves the cursor
         return Cursor(*args, **kwargs)
 

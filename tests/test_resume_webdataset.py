@@ -10,23 +10,23 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from datago import DatagoClient
-from datago.sources import webdataset
+from datago.config import Environment
 from tests.helpers import Server, ids_of, sample_members, write_tar
 
 SHARDS, PER_SHARD = 6, 5
 GOOD = SHARDS * PER_SHARD - 2  # less the corrupt JPEG and the sample without an image
 
 
-@pytest.fixture(autouse=True)
-def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(webdataset, "HTTP_BACKOFF_BASE_S", 0.01)
-    monkeypatch.setattr(webdataset, "HTTP_STALL_TIMEOUT_S", 0.5)
+def fast() -> Environment:
+    """Quick retries; a stalled download fails after 0.5 s (the defaults: 0.1 s and 60 s)."""
+    return replace(Environment.from_env(), backoff_base_s=0.01, stall_timeout_s=0.5)
 
 
 def write_dataset(folder: Path) -> dict[str, bytes]:
@@ -69,7 +69,7 @@ def resumed_at(
     config: dict[str, Any], state: dict[str, Any], count: int | None = None
 ) -> list[str]:
     """The ids a fresh client delivers after loading `state` (passed through JSON)."""
-    with DatagoClient(config) as client:
+    with DatagoClient(config, environment=fast()) as client:
         client.load_state_dict(json.loads(json.dumps(state)))
         return ids_of(client, count)
 
@@ -77,7 +77,7 @@ def resumed_at(
 def check_every_split(config: dict[str, Any], full: list[str], points: list[int]) -> None:
     """For each k: stop after k samples, save, resume in a new client; nothing lost or repeated."""
     for k in points:
-        with DatagoClient(config) as client:
+        with DatagoClient(config, environment=fast()) as client:
             head = ids_of(client, k)
             state = client.state_dict()
         assert (state["position"] or 0) >= k
@@ -95,12 +95,12 @@ def test_resume_continues_exactly(
         options.update(random_sampling=True, seed=11, shuffle_buffer_size=7)
     with shard_url(tmp_path, transport) as url:
         config = wds_config(url, **options)
-        with DatagoClient(config) as client:
+        with DatagoClient(config, environment=fast()) as client:
             full = ids_of(client)
             assert client.stats.skipped == 2
         assert len(set(full)) == len(full) == GOOD
         assert (full == sorted(full)) == (downloads == 1 and not random_sampling)
-        with DatagoClient(config) as client:
+        with DatagoClient(config, environment=fast()) as client:
             assert ids_of(client) == full  # the order is reproducible whatever the timing
         check_every_split(config, full, [0, 1, 13, GOOD - 1])
 
@@ -108,7 +108,7 @@ def test_resume_continues_exactly(
 def test_round_robin_order_over_four_slots(tmp_path: Path) -> None:
     with shard_url(tmp_path, "local") as url:
         config = wds_config(url, concurrent_downloads=4)
-    with DatagoClient(config) as client:
+    with DatagoClient(config, environment=fast()) as client:
         ids = ids_of(client)
     keys = [[f"s{i:04d}" for i in range(s * PER_SHARD, (s + 1) * PER_SHARD)] for s in range(SHARDS)]
     keys[3].remove("s0018")  # no image: the source never yields it
@@ -120,7 +120,7 @@ def test_round_robin_order_over_four_slots(tmp_path: Path) -> None:
 def test_resume_with_a_client_picked_seed(tmp_path: Path) -> None:
     with shard_url(tmp_path, "local") as url:
         config = wds_config(url, concurrent_downloads=3, random_sampling=True)
-        with DatagoClient(config) as client:
+        with DatagoClient(config, environment=fast()) as client:
             head = ids_of(client, 9)
             state = client.state_dict()
             rest = ids_of(client)
@@ -133,11 +133,11 @@ def test_resume_with_a_client_picked_seed(tmp_path: Path) -> None:
 def test_resume_respects_the_limit(tmp_path: Path, transport: str) -> None:
     with shard_url(tmp_path, transport) as url:
         config = wds_config(url, concurrent_downloads=4, random_sampling=True, seed=2, limit=12)
-        with DatagoClient(config) as client:
+        with DatagoClient(config, environment=fast()) as client:
             full = ids_of(client)
         assert len(full) == 12
         check_every_split(config, full, [0, 1, 5, 11])
-        with DatagoClient(config) as client:
+        with DatagoClient(config, environment=fast()) as client:
             assert len(ids_of(client, 12)) == 12
             state = client.state_dict()
         assert resumed_at(config, state) == []  # the limit was reached: nothing is left
@@ -149,7 +149,7 @@ def test_state_after_a_finished_pass_resumes_into_the_next(
 ) -> None:
     with shard_url(tmp_path, "local") as url:
         config = wds_config(url, concurrent_downloads=4, random_sampling=random_sampling, seed=5)
-        with DatagoClient(config) as client:
+        with DatagoClient(config, environment=fast()) as client:
             first = ids_of(client)
             state = client.state_dict()
             client.start()
@@ -170,7 +170,7 @@ def test_ranks_resume_with_the_user_seed(tmp_path: Path) -> None:
         for rank in range(2):
             options = {"random_sampling": True, "seed": 9, "rank": rank, "world_size": 2}
             config = wds_config(url, concurrent_downloads=2, **options)
-            with DatagoClient(config) as client:
+            with DatagoClient(config, environment=fast()) as client:
                 full = ids_of(client)
             check_every_split(config, full, [4])
             everything += full

@@ -16,7 +16,13 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 from datago import ConfigError  # noqa: E402
 from datago.torch import DatagoIterDataset  # noqa: E402
-from tests.helpers import file_config, write_images, write_shards  # noqa: E402
+from tests.helpers import (  # noqa: E402
+    Server,
+    file_config,
+    write_images,
+    write_noisy_shards,
+    write_shards,
+)
 
 
 def interrupted(dataset: DatagoIterDataset, k: int) -> tuple[list[str], Any]:
@@ -179,3 +185,32 @@ def test_batches_and_unseeded_split_shuffles_are_not_resumable(tmp_path: Path) -
     with pytest.raises(ConfigError, match=r"needs source_config\.seed"):
         dataset.state_dict()
     iterator.close()  # type: ignore[attr-defined]
+
+
+@pytest.mark.filterwarnings("ignore:'set_vital' is deprecated")  # torchdata 0.11 on torch 2.13
+def test_stateful_dataloader_workers_resume_by_seeking(tmp_path: Path) -> None:
+    stateful = pytest.importorskip("torchdata.stateful_dataloader")
+    files = write_noisy_shards(tmp_path, 6, 50)  # 3 shards per worker
+    pattern = "shard-{000..005}.tar"
+
+    def loader(base: str) -> Any:
+        config = {"source_type": "webdataset", "source_config": {"url": base + pattern}}
+        return stateful.StatefulDataLoader(
+            DatagoIterDataset(config), batch_size=None, num_workers=2
+        )
+
+    with Server.files(files) as server:
+        first = loader(server.url)
+        iterator = iter(first)
+        seen = [sample.id for sample in itertools.islice(iterator, 270)]
+        state = json.loads(json.dumps(first.state_dict()))
+        del iterator
+    workers = state["_snapshot"]["_worker_snapshots"].values()
+    assert all(w["dataset_state"]["client"]["source"]["slots"] for w in workers)
+    with Server.files(files) as server:
+        again = loader(server.url)
+        again.load_state_dict(state)
+        rest = [sample.id for sample in again]
+    assert Counter(seen + rest) == Counter(f"s{i:04d}" for i in range(300))
+    assert len(rest) == 30
+    assert server.sent() <= 0.2 * sum(map(len, files.values()))

@@ -32,7 +32,7 @@ import simplejpeg
 from numpy.typing import NDArray
 from PIL import Image, ImageFile, ImageOps
 
-from datago.sample import PixelArray
+from datago.imaging import PixelArray
 
 logger = logging.getLogger(__name__)
 

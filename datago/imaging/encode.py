@@ -7,28 +7,23 @@ import io
 
 from PIL import Image
 
+from datago.imaging import PixelArray
 from datago.imaging.transform import drop_alpha_for_jpeg
-from datago.sample import ImagePayload, PixelArray
 
 _PNG_FAST = 1  # upstream: png CompressionType::Fast
 
 
-def encode_payload(
-    pixels: PixelArray,
-    original_size: tuple[int, int],
-    image_format: str,
-    jpeg_quality: int,
-) -> ImagePayload:
-    """Encode as `image_format` ("png" or "jpeg") into an upstream-shaped encoded payload.
+def encode_image(pixels: PixelArray, image_format: str, jpeg_quality: int) -> tuple[bytes, int]:
+    """Encode as `image_format` ("png" or "jpeg"); returns the bytes and their bit depth.
 
     PNG keeps every mode, 8 or 16 bits (16-bit colour, which only imagecodecs decodes, is
     written by it too). JPEG cannot hold alpha or 16 bits, where upstream drops the sample:
-    we convert instead (RGBA composited over grey 128, LA -> L, 16 bits -> 8), so
-    `bit_depth` is then 8.
+    we convert instead (RGBA composited over grey 128, LA -> L, 16 bits -> 8), so the bit
+    depth is then 8.
     """
     if image_format == "jpeg":
         pixels = drop_alpha_for_jpeg(pixels)
-    height, width, channels = pixels.shape
+    channels = pixels.shape[2]
     bit_depth = 16 if pixels.dtype.itemsize == 2 else 8
     if bit_depth == 16 and channels > 1:  # Pillow has no 16-bit colour modes
         data = _png_16_bit_colour(pixels)
@@ -40,16 +35,7 @@ def encode_payload(
         else:
             image.save(buffer, "PNG", compress_level=_PNG_FAST)
         data = buffer.getvalue()
-    return ImagePayload(
-        data=data,
-        width=width,
-        height=height,
-        original_width=original_size[0],
-        original_height=original_size[1],
-        channels=-1,
-        bit_depth=bit_depth,
-        is_encoded=True,
-    )
+    return data, bit_depth
 
 
 def _png_16_bit_colour(pixels: PixelArray) -> bytes:

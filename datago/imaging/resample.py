@@ -14,7 +14,7 @@ from typing import Any, Protocol, cast
 import numpy as np
 from PIL import Image
 
-from datago.sample import PixelArray
+from datago.imaging import PixelArray
 
 Box = tuple[float, float, float, float]
 """(left, top, right, bottom) in source pixels; fractional edges are resampled, not rounded."""

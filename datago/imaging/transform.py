@@ -7,9 +7,9 @@ from typing import cast
 
 import numpy as np
 
+from datago.imaging import PixelArray
 from datago.imaging.buckets import Bucket
 from datago.imaging.resample import Box, Resampler
-from datago.sample import PixelArray
 
 _GREY = np.float32(128.0) / np.float32(255.0)
 

@@ -1,14 +1,22 @@
-"""What every source produces, and what the engine lends a source while it runs."""
+"""The source protocol: what a source node is, what it yields, and what the engine lends it.
+
+A node (one per `source_type`, registered in `datago.sources.SOURCES`) opens an async stream
+of `(RawSample, Position)` pairs for one part of the data (`Split`) at a saved state, or at
+the start. `Position.state()` is the JSON-ready state right after that sample: opening the
+node at it continues with the next sample, without re-reading what came before. A node that
+cannot seek yields None positions, and the engine replays and skips instead.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from datago.config import Environment
+from datago.errors import ConfigError
 from datago.stats import Stats
 
 
@@ -34,7 +42,7 @@ class RawSample:
 
 @dataclass(frozen=True, slots=True)
 class Partition:
-    """Which part of the data this reader takes: rank x (torch) worker, flattened."""
+    """Part `index` of `count` equal parts of something."""
 
     index: int = 0
     count: int = 1
@@ -48,11 +56,24 @@ class Partition:
         ranks = max(world_size, 1)
         return Partition(self.index * ranks + rank, ranks * self.count)
 
-    def slice_bounds(self, total: int) -> tuple[int, int]:
-        """[start, end) of this part of `total` items; the first `total % count` get one more."""
-        base, extra = divmod(total, self.count)
-        start = self.index * base + min(self.index, extra)
-        return start, start + base + (self.index < extra)
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """Which part of the data one reader takes: rank `rank` of `ranks`, then (torch) worker
+    `workers.index` of `workers.count` inside it. Resolved once, by the client."""
+
+    rank: int = 0
+    ranks: int = 1
+    workers: Partition = field(default_factory=Partition)
+
+    @property
+    def part(self) -> Partition:
+        """The split flattened into one partition (see `Partition.within_rank`)."""
+        return self.workers.within_rank(self.rank, self.ranks)
+
+    def describe(self) -> list[int]:
+        """[rank, ranks, worker, workers]: how a saved state names its split."""
+        return [self.rank, self.ranks, self.workers.index, self.workers.count]
 
 
 @dataclass(slots=True)
@@ -65,8 +86,51 @@ class SourceContext:
     stats: Stats
     epoch: int = 0
     """Pass number, 0 for the first; seeds reshuffles."""
-    workers: Partition = field(default_factory=Partition)
-    """The torch DataLoader worker split inside this rank (the rank split is in the config)."""
 
 
-SampleStream = AsyncIterator[RawSample]
+class Position(Protocol):
+    """Where a source stands right after one sample."""
+
+    def state(self) -> dict[str, Any]:
+        """The JSON-ready state that reopens the source at the next sample."""
+        ...
+
+
+Positioned = tuple[RawSample, Position | None]
+SampleStream = AsyncIterator[Positioned]
+
+
+class SourceNode(Protocol):
+    """One `source_type`: its config type, how it opens, whether and how it resumes."""
+
+    source_type: str
+    config_type: type[Any]
+    seeks: bool
+    """Reopens at a `Position.state()`; else positions are None and the engine replays."""
+
+    def resume_refusal(self, config: Any) -> str | None:
+        """Why a pass of `config` cannot be resumed at all, or None when it can."""
+        ...
+
+    def fingerprint(self, config: Any, split: Split) -> dict[str, Any]:
+        """What a saved state depends on (JSON values, small): a state is only loaded into a
+        reader whose fingerprint is equal, else `ConfigError` names the differing key."""
+        ...
+
+    def open(
+        self,
+        config: Any,
+        split: Split,
+        context: SourceContext,
+        state: Mapping[str, Any] | None,
+    ) -> SampleStream:
+        """The samples of this part from `state` (None: the start of the pass)."""
+        ...
+
+
+def check_state(state: Mapping[str, Any], key: str, kind: type[Any]) -> Any:
+    """`state[key]`, checked to be a `kind`; a broken state is a `ConfigError`."""
+    value = state.get(key)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+        raise ConfigError(f"source state: {key!r} must be {kind.__name__}, got {value!r}")
+    return value

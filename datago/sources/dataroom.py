@@ -14,9 +14,14 @@ Splits: rank x torch worker, see `dataroom_query.SplitPlan`. Pages carry
 fetched without it (dataroom serves them from storage, often presigned, where it would not
 belong).
 
+Resume: the state is the URL of the page holding the last sample and how many of its items
+were taken; a resumed pass asks that page first and skips those items without downloading
+anything of them. Random sampling cannot resume (the server draws).
+
 Failures: every GET gets `DATAGO_MAX_RETRIES` attempts, with backoff, against 5xx, 408,
-429, resets, truncated bodies and answers slower than `PAGE_TIMEOUT_S` (a page) or
-`HTTP_TIMEOUT_S` (a file): a silent API fails after about attempts x PAGE_TIMEOUT_S. A
+429, resets, truncated bodies and answers slower than `Environment.page_timeout_s` (a page)
+or `file_timeout_s` (a file, through `datago.storage`): a silent API fails after about
+attempts x page_timeout_s. A
 page that still fails, or whose body is not `{"results": [...], "next": url | null}`,
 raises `SourceError` after the samples of the pages before it and counts a
 `stats.source_errors` (a 401/403 names the token, or says that it is not set), so a
@@ -31,47 +36,89 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Coroutine
+import hashlib
+from collections.abc import AsyncGenerator, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlencode
 
 from datago.config import DbSourceConfig, Environment
 from datago.errors import SourceError
-from datago.sources.base import RawSample, SourceContext
+from datago.sources.base import Position, RawSample, SourceContext, Split, check_state
 from datago.sources.dataroom_items import ItemRefs, MalformedItem, Page, parse_page
-from datago.sources.dataroom_query import SplitPlan, first_page_url, plan_split
-from datago.sources.http import HttpClient, HttpStatusError, is_retryable
+from datago.sources.dataroom_query import SplitPlan, first_page_url, plan_split, query_params
+from datago.storage import StorageOptions, Storages
 
-PAGE_TIMEOUT_S = 20.0
-"""Seconds one page GET may take, headers and body, before it fails and is retried."""
-HTTP_TIMEOUT_S = 60.0
-"""Seconds one image or latent file GET may take (files can be large), likewise."""
+if TYPE_CHECKING:
+    from datago.storage.http import HttpClient
+
 RANDOM_GIVE_UP_ITEMS = 200
 """Random sampling stops with an error after this many skipped samples in a row."""
 _MIN_WINDOW = 32
 _T = TypeVar("_T")
 
 
-async def iter_dataroom(
-    config: DbSourceConfig, ctx: SourceContext
-) -> AsyncGenerator[RawSample, None]:
-    """Yield one raw sample (downloaded bytes and metadata) per dataroom item of this part."""
-    api_url = _api_url(ctx.environment)
-    plan = plan_split(config, ctx.workers)
-    reader = _Reader(config, ctx, plan)
-    producer = asyncio.create_task(reader.produce(first_page_url(api_url, config, plan.server)))
-    try:
-        while True:
-            entry = await reader.pending.get()
-            if isinstance(entry, _End):
-                if entry.error is not None:
-                    raise entry.error
-                return
-            sample = await entry
-            if sample is not None:
-                yield sample
-    finally:
-        await reader.close(producer)
+@dataclass(frozen=True, slots=True)
+class DbPosition:
+    """Right after item `taken - 1` of page `number`, whose URL is `page`."""
+
+    page: str
+    number: int
+    taken: int
+
+    def state(self) -> dict[str, Any]:
+        return {"page": self.page, "number": self.number, "taken": self.taken}
+
+
+class DbSource:
+    """The `db` node."""
+
+    source_type = "db"
+    config_type = DbSourceConfig
+    seeks = True
+
+    def resume_refusal(self, config: DbSourceConfig) -> str | None:
+        if config.random_sampling:
+            return (
+                "the db source's random_sampling draws from the server (images/random/), "
+                "which cannot be replayed on resume"
+            )
+        return None
+
+    def fingerprint(self, config: DbSourceConfig, split: Split) -> dict[str, Any]:
+        query = urlencode(query_params(config, plan_split(split).server))
+        digest = hashlib.blake2b(query.encode(), digest_size=8).hexdigest()
+        return {"query": f"images/ digest {digest}"}
+
+    async def open(
+        self,
+        config: DbSourceConfig,
+        split: Split,
+        context: SourceContext,
+        state: Mapping[str, Any] | None,
+    ) -> AsyncGenerator[tuple[RawSample, Position | None], None]:
+        """One raw sample (downloaded bytes and metadata) per dataroom item of this part."""
+        api_url = _api_url(context.environment)
+        plan = plan_split(split)
+        page, number, skip = first_page_url(api_url, config, plan.server), 1, 0
+        if state is not None:
+            page = check_state(state, "page", str)
+            number, skip = check_state(state, "number", int), check_state(state, "taken", int)
+        reader = _Reader(config, context, plan)
+        producer = asyncio.create_task(reader.produce(page, number, skip))
+        try:
+            while True:
+                entry = await reader.pending.get()
+                if isinstance(entry, _End):
+                    if entry.error is not None:
+                        raise entry.error
+                    return
+                download, position = entry
+                sample = await download
+                if sample is not None:
+                    yield sample, position
+        finally:
+            await reader.close(producer)
 
 
 def _api_url(environment: Environment) -> str:
@@ -93,39 +140,60 @@ class _End:
     error: Exception | None = None
 
 
+_Pending = tuple[asyncio.Task[RawSample | None], DbPosition]
+
+
 class _Reader:
     """Walks the pages and starts one download task per item, in order, `window` ahead."""
 
     def __init__(self, config: DbSourceConfig, ctx: SourceContext, plan: SplitPlan) -> None:
+        from datago.storage.http import HttpClient  # aiohttp is imported when a pass needs it
+
+        environment = ctx.environment
         self.random = config.random_sampling
         self.keeps = plan.keeps
         self.stats = ctx.stats
         self.executor = ctx.executor
-        key = ctx.environment.dataroom_api_key
+        self.page_timeout_s = environment.page_timeout_s
+        key = environment.dataroom_api_key
         self.headers = {"Authorization": f"Token {key}"} if key else {}
-        attempts = ctx.environment.max_retries
-        self.http = HttpClient(attempts=attempts, timeout_s=HTTP_TIMEOUT_S)
-        window = max(_MIN_WINDOW, 4 * ctx.environment.max_tasks)
-        self.pending: asyncio.Queue[asyncio.Task[RawSample | None] | _End] = asyncio.Queue(window)
+        self.http: HttpClient = HttpClient(
+            attempts=environment.max_retries,
+            timeout_s=environment.page_timeout_s,
+            backoff_base_s=environment.backoff_base_s,
+            on_receive=ctx.stats.fetched,
+        )
+        self.storages = Storages(  # the images and latents: no token, it is not theirs
+            StorageOptions(
+                executor=ctx.executor,
+                attempts=environment.max_retries,
+                backoff_base_s=environment.backoff_base_s,
+                timeout_s=environment.file_timeout_s,
+                on_fetch=ctx.stats.fetched,
+            )
+        )
+        window = max(_MIN_WINDOW, 4 * environment.max_tasks)
+        self.pending: asyncio.Queue[_Pending | _End] = asyncio.Queue(window)
         self.tasks: set[asyncio.Task[Any]] = set()
 
-    async def produce(self, first_url: str) -> None:
-        """Fill `pending` with download tasks, then with an `_End`."""
+    async def produce(self, first_url: str, number: int, skip: int) -> None:
+        """Fill `pending` with download tasks from page `number` at `first_url`, after its
+        first `skip` items, then with an `_End`."""
         end = _End()
         try:
-            await self._paginate(first_url)
+            await self._paginate(first_url, number, skip)
         except Exception as exc:
             end = _End(exc)
         await self.pending.put(end)
 
-    async def _paginate(self, first_url: str) -> None:
-        number = 1
+    async def _paginate(self, first_url: str, number: int, skip: int) -> None:
         fetch: asyncio.Task[Page] | None = self._spawn(self._page(first_url, number))
         seen = {hash(first_url)}  # a next link back to one of them would loop forever
         loop_error: SourceError | None = None
+        url = first_url
         while fetch is not None:
             page = await fetch
-            next_url = page.next_url
+            page_url, page_number, next_url = url, number, page.next_url
             if self.random:
                 self._check_random_progress(number)
                 next_url = first_url if page.items else None
@@ -139,8 +207,10 @@ class _Reader:
                 seen.add(hash(next_url))
             number += 1
             fetch = self._spawn(self._page(next_url, number)) if next_url else None
-            for item in page.items:
-                await self._dispatch(item)
+            url = next_url or url
+            for index, item in enumerate(page.items[skip:], start=skip + 1):
+                await self._dispatch(item, DbPosition(page_url, page_number, index))
+            skip = 0
         if loop_error is not None:
             raise loop_error
 
@@ -167,8 +237,10 @@ class _Reader:
 
     async def _read_page(self, url: str, number: int) -> Page:
         """One page, parsed in the executor; raises `SourceError` once retries are spent."""
+        from datago.storage.http import HttpStatusError, is_retryable
+
         try:
-            body = await self.http.get_bytes(url, self.headers, timeout_s=PAGE_TIMEOUT_S)
+            body = await self.http.get_bytes(url, self.headers)
         except HttpStatusError as exc:
             if exc.status in (401, 403):
                 said = f" (the API said: {exc.detail})" if exc.detail else ""
@@ -193,11 +265,11 @@ class _Reader:
         except ValueError as exc:
             raise SourceError(f"dataroom page {number} ({url}): {exc}") from exc
 
-    async def _dispatch(self, item: ItemRefs | MalformedItem) -> None:
+    async def _dispatch(self, item: ItemRefs | MalformedItem, position: DbPosition) -> None:
         if isinstance(item, MalformedItem):
             self.stats.skip(item.sample_id, f"malformed dataroom item: {item}")
         elif self.random or self.keeps(item.id):
-            await self.pending.put(self._spawn(self._download(item)))
+            await self.pending.put((self._spawn(self._download(item)), position))
 
     async def _download(self, refs: ItemRefs) -> RawSample | None:
         """The sample with its image and latent files, or None (counted) if one is missing."""
@@ -230,8 +302,8 @@ class _Reader:
 
     async def _get_all(self, urls: list[str]) -> list[bytes]:
         if len(urls) <= 1:
-            return [await self.http.get_bytes(url) for url in urls]
-        downloads = [asyncio.create_task(self.http.get_bytes(url)) for url in urls]
+            return [await self.storages.for_url(url).read(url) for url in urls]
+        downloads = [asyncio.create_task(self.storages.for_url(url).read(url)) for url in urls]
         try:
             return list(await asyncio.gather(*downloads))
         finally:
@@ -247,9 +319,12 @@ class _Reader:
     async def close(self, producer: asyncio.Task[None]) -> None:
         """Cancel the producer and every download, wait for them, close the HTTP session."""
         queued = [self.pending.get_nowait() for _ in range(self.pending.qsize())]
-        waiting = [producer, *self.tasks, *(t for t in queued if isinstance(t, asyncio.Task))]
+        waiting = [producer, *self.tasks, *(e[0] for e in queued if not isinstance(e, _End))]
         for task in waiting:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*waiting, return_exceptions=True)
-        await self.http.close()
+        try:
+            await self.http.close()
+        finally:
+            await self.storages.close()

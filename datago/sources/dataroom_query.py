@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from datago.config import DbSourceConfig
-from datago.sources.base import Partition
+from datago.sources.base import Partition, Split
 
 logger = logging.getLogger(__name__)
 
@@ -111,14 +111,13 @@ class SplitPlan:
         return _stable_hash(sample_id) % self.client.count == self.client.index
 
 
-def plan_split(config: DbSourceConfig, workers: Partition) -> SplitPlan:
-    """The split of rank `config.rank` of `config.world_size`, then torch `workers` inside it."""
-    whole = workers.within_rank(config.rank, config.world_size)
+def plan_split(split: Split) -> SplitPlan:
+    """Who takes `split` (a rank, then torch workers inside it): the server when it can."""
+    whole = split.part
     if whole.count <= MAX_SERVER_PARTITIONS:
         return SplitPlan(server=whole, client=Partition())
-    ranks = max(config.world_size, 1)
-    if ranks <= MAX_SERVER_PARTITIONS:
-        return SplitPlan(server=Partition(config.rank, ranks), client=workers)
+    if split.ranks <= MAX_SERVER_PARTITIONS:
+        return SplitPlan(server=Partition(split.rank, split.ranks), client=split.workers)
     return SplitPlan(server=Partition(), client=whole)
 
 

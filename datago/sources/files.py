@@ -1,57 +1,101 @@
 """`source_type: "file"`: every image file below `root_path`, walked recursively.
 
-The walk runs in the executor, one directory listing at a time, in sorted order, so the
-sequence is deterministic and the first sample arrives before the walk ends. A sample's id
-is its path (`root_path` joined with the path below it) as JSON text, quotes included, as
-the Rust wheel emits it: `json.loads(sample.id)` is the path. Part `i` of
-`n` (rank x torch worker) takes every n-th file from offset i: parts are disjoint and
-their union is the whole folder. `random_sampling` lists everything, then shuffles this
-part with `seed` and the pass number. A file whose name cannot be an id (bytes that are not
-UTF-8) is a counted skip, as a bad tar member name is.
+The walk (`Storage.list`) is in sorted order, so the sequence is deterministic and the first
+sample arrives before the walk ends. A sample's id is its path (`root_path` joined with the
+path below it) as JSON text, quotes included, as the Rust wheel emits it. Part `i` of `n`
+(rank x torch worker) takes every n-th file from offset i: parts are disjoint and their union
+is the whole folder. `random_sampling` lists everything, then shuffles this part with `seed`
+and the pass number. A file whose name cannot be an id (bytes that are not UTF-8) is a
+counted skip, as a bad tar member name is.
+
+Resume: the state is the index in this part's sequence and the path found there; a resumed
+pass lists again (names only) and starts reading at that index. If the folder changed since
+(another file at that index), it raises `SourceError` rather than skip or repeat samples.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import json
-import logging
 import os
 import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from datago.config import FileSourceConfig
 from datago.errors import SourceError
-from datago.sources.base import RawSample, SourceContext
+from datago.sources.base import Position, RawSample, SourceContext, Split, check_state
 from datago.sources.wds_groups import name_fault
-
-logger = logging.getLogger(__name__)
+from datago.storage import StorageOptions, storage_for
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
-_BATCH = 1024  # paths handed from the walking thread to the loop per call
 
 
-async def iter_files(config: FileSourceConfig, ctx: SourceContext) -> AsyncIterator[RawSample]:
-    """Yield one raw sample per image file; its id is the path as JSON text (quotes
-    included), as the Rust wheel gives it."""
-    root = config.root_path  # as given, not normalised: ids keep its spelling, as the wheel's
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(ctx.executor, _check_root, Path(root))
-    part = ctx.workers.within_rank(config.rank, config.world_size)
-    paths = _paths_of_part(walk_images(root), part.index, part.count)
-    if config.random_sampling:
-        every = await loop.run_in_executor(ctx.executor, list, paths)
-        seed = None if config.seed is None else f"{config.seed}:{ctx.epoch}"
-        random.Random(seed).shuffle(every)
-        paths = iter(every)
-    below_root = len(os.path.join(root, ""))
-    while batch := await loop.run_in_executor(ctx.executor, _next_batch, paths):
-        for path in batch:
-            fault = name_fault(path[below_root:])  # e.g. bytes that are not UTF-8: no usable id
-            if fault is None:
-                yield RawSample(id=file_id(path), source="filesystem", image=Path(path))
-            else:
-                ctx.stats.skip(path, f"bad file name: {fault}")
+@dataclass(frozen=True, slots=True)
+class FilePosition:
+    """Right after the file at `index - 1` of this part's sequence, `path`."""
+
+    index: int
+    path: str
+
+    def state(self) -> dict[str, Any]:
+        return {"index": self.index, "after": self.path}
+
+
+class FileSource:
+    """The `file` node."""
+
+    source_type = "file"
+    config_type = FileSourceConfig
+    seeks = True
+
+    def resume_refusal(self, config: FileSourceConfig) -> str | None:
+        return None
+
+    def fingerprint(self, config: FileSourceConfig, split: Split) -> dict[str, Any]:
+        return {"root_path": config.root_path, "random_sampling": config.random_sampling}
+
+    async def open(
+        self,
+        config: FileSourceConfig,
+        split: Split,
+        context: SourceContext,
+        state: Mapping[str, Any] | None,
+    ) -> AsyncGenerator[tuple[RawSample, Position | None], None]:
+        """One raw sample per image file (its id: `file_id`), from `state` on."""
+        start = 0 if state is None else check_state(state, "index", int)
+        storage = storage_for(config.root_path, StorageOptions(executor=context.executor))
+        try:
+            paths = _images_of_part(storage.list(config.root_path), split)
+            if config.random_sampling:
+                every = [path async for path in paths]
+                seed = None if config.seed is None else f"{config.seed}:{context.epoch}"
+                random.Random(seed).shuffle(every)
+                paths = _from_list(every)
+            below_root = len(os.path.join(config.root_path, ""))
+            index = 0
+            async with contextlib.aclosing(paths):
+                async for path in paths:
+                    index += 1
+                    if index <= start:
+                        if index == start and state is not None:
+                            _check_resumed_at(path, state)
+                        continue
+                    fault = name_fault(path[below_root:])  # e.g. not UTF-8: no usable id
+                    if fault is None:
+                        raw = RawSample(id=file_id(path), source="filesystem", image=Path(path))
+                        yield raw, FilePosition(index, path)
+                    else:
+                        context.stats.skip(path, f"bad file name: {fault}")
+            if index < start:
+                raise SourceError(
+                    f"source_config.root_path {config.root_path!r} holds {index} images of "
+                    f"this part, fewer than the {start} of the saved state: it changed"
+                )
+        finally:
+            await storage.close()
 
 
 def file_id(path: str) -> str:
@@ -59,34 +103,36 @@ def file_id(path: str) -> str:
     return json.dumps(path, ensure_ascii=False)
 
 
-def _check_root(root: Path) -> None:
-    if not root.is_dir():
-        what = "is not a directory" if root.exists() else "does not exist"
-        raise SourceError(f"source_config.root_path {str(root)!r} {what}")
+def _check_resumed_at(path: str, state: Mapping[str, Any]) -> None:
+    saved = check_state(state, "after", str)
+    if path != saved:
+        raise SourceError(
+            f"source_config.root_path changed since the state was saved: the file at index "
+            f"{state['index'] - 1} of this part is now {path!r}, not {saved!r}"
+        )
 
 
-def walk_images(root: str) -> Iterator[str]:
-    """Image file paths below `root`, depth first, sorted by name; symlinked dirs not followed."""
-    try:
-        entries = sorted(os.scandir(root), key=lambda entry: entry.name)
-    except OSError as exc:
-        logger.warning("cannot list %s: %s; skipped", root, exc)
-        return
-    for entry in entries:
-        try:
-            if entry.is_dir(follow_symlinks=False):
-                yield from walk_images(entry.path)
-            elif entry.is_file() and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
-                yield entry.path
-        except OSError as exc:
-            logger.warning("cannot stat %s: %s; skipped", entry.path, exc)
+async def _images_of_part(
+    paths: AsyncGenerator[str, None], split: Split
+) -> AsyncGenerator[str, None]:
+    """The image files of this part: every `count`-th from `index`; listing errors named."""
+    part = split.part
+    position = 0
+    async with contextlib.aclosing(paths):
+        while True:
+            try:
+                path = await anext(paths)
+            except StopAsyncIteration:
+                return
+            except SourceError as exc:
+                raise SourceError(f"source_config.root_path {exc}") from exc
+            if os.path.splitext(path)[1].lower() not in IMAGE_EXTENSIONS:
+                continue
+            if position % part.count == part.index:
+                yield path
+            position += 1
 
 
-def _paths_of_part(paths: Iterator[str], index: int, count: int) -> Iterator[str]:
-    for position, path in enumerate(paths):
-        if position % count == index:
-            yield path
-
-
-def _next_batch(paths: Iterator[str]) -> list[str]:
-    return [path for _, path in zip(range(_BATCH), paths, strict=False)]
+async def _from_list(paths: list[str]) -> AsyncGenerator[str, None]:
+    for path in paths:
+        yield path

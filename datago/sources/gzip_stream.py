@@ -28,6 +28,11 @@ class GzipStreamInflater:
         self._inflater: zlib._Decompress | None = None
         self._plain: bool | None = None
 
+    @property
+    def gzipped(self) -> bool:
+        """The stream was recognised as gzip (False before its first bytes)."""
+        return self._plain is False
+
     def feed(self, chunk: bytes) -> bytes:
         """The plain bytes that `chunk` yields (possibly none yet)."""
         if self._plain is None:

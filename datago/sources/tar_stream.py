@@ -20,7 +20,7 @@ caller's job (`wds_groups`).
 from __future__ import annotations
 
 from collections import deque
-from typing import NamedTuple
+from dataclasses import dataclass, field
 
 from datago.errors import SourceError
 
@@ -36,11 +36,15 @@ MAX_HEADER_DATA_BYTES = 1 << 20
 """Largest GNU long-name or pax extended header accepted (1 MiB)."""
 
 
-class TarMember(NamedTuple):
-    """A regular file of the archive: its path and its whole content."""
+@dataclass(frozen=True, slots=True)
+class TarMember:
+    """A regular file of the archive: its path, its whole content, and the stream bytes
+    [start, end) it took (from its first header, long-name or pax ones included)."""
 
     name: str
     data: bytes
+    start: int = field(default=0, compare=False)
+    end: int = field(default=0, compare=False)
 
 
 class TarFormatError(SourceError):
@@ -54,16 +58,19 @@ class TruncatedTarError(TarFormatError):
 class TarStreamParser:
     """Turns a tar byte stream, fed in chunks of any size, into `TarMember`s."""
 
-    def __init__(self) -> None:
+    def __init__(self, offset: int = 0) -> None:
         self._chunks: deque[memoryview] = deque()  # fed, not yet consumed; no copy made
         self._available = 0
         self._header: tuple[str, int, int] | None = None  # name, size, type of the next data
         self._long_name: str | None = None
         self._pax: dict[str, str] = {}
+        self._member_start: int | None = None  # where the next member's first header began
+        self.start = offset
         self.ended = False
         """The end-of-archive block was read; later bytes are ignored."""
-        self.offset = 0
-        """Bytes of the stream consumed so far (headers and whole members)."""
+        self.offset = offset
+        """Position in the stream after the bytes consumed so far (headers and whole members);
+        a parser fed from the middle of a stream starts at that `offset`."""
         self.error: TarFormatError | None = None
         """A corrupt header met after some members of a chunk: raised by the next call."""
 
@@ -113,6 +120,8 @@ class TarStreamParser:
             if self._header is None:
                 if self._available < BLOCK:
                     return
+                if self._member_start is None:
+                    self._member_start = self.offset
                 self._header = self._read_header(self._take(BLOCK, BLOCK), self.offset)
                 self.offset += BLOCK
                 continue
@@ -123,8 +132,10 @@ class TarStreamParser:
             data = self._take(size, padded) if padded else b""
             self.offset += padded
             self._header = None
-            if kind in _REGULAR and not name.endswith("/"):
-                members.append(TarMember(name, data))
+            if kind not in _EXTENDED:
+                start, self._member_start = self._member_start, None
+                if kind in _REGULAR and not name.endswith("/"):
+                    members.append(TarMember(name, data, start or 0, self.offset))
             elif kind == ord("L"):
                 self._long_name = _text(data)
             elif kind == ord("x"):
@@ -155,7 +166,7 @@ class TarStreamParser:
             raise self.error
         if self.ended:
             return
-        if self.offset == 0 and not self._available:
+        if self.offset == self.start and not self._available:
             raise TarFormatError("empty stream (0 bytes): not a tar archive")
         if self._header is not None or self._available:
             where = f"member {self._header[0]!r}" if self._header else "a header"

@@ -77,8 +77,9 @@ class SampleGrouper:
     """Groups the members of one shard into samples; keeps every `keep_count`-th from `keep_index`.
 
     `add` returns the sample that the new member completes (the previous group), `flush` the
-    last one. Group numbers count every group of the shard, kept or not, so that readers of
-    the same shard split its samples disjointly.
+    last one; `span` is then the stream bytes [start, end) of its members. Group numbers
+    count every group of the shard, kept or not, so that readers of the same shard split its
+    samples disjointly; a reader resumed mid-shard starts counting at `first_group`.
     """
 
     def __init__(
@@ -88,6 +89,7 @@ class SampleGrouper:
         stats: Stats,
         keep_index: int = 0,
         keep_count: int = 1,
+        first_group: int = 0,
     ) -> None:
         self.source = source
         reference = reference_image_type.lower()
@@ -95,8 +97,11 @@ class SampleGrouper:
         self.stats = stats
         self.keep_index = keep_index
         self.keep_count = keep_count
-        self.groups = -1
-        """Number of the current group in the shard, -1 before the first."""
+        self.groups = first_group - 1
+        """Number of the current group in the shard, `first_group - 1` before the first."""
+        self.span = (0, 0)
+        """Stream bytes [start, end) of the sample last returned."""
+        self._first = self._last = 0  # of the current group's members
         self.key: str | None = None
         self.members: dict[str, bytes] = {}
         self.size = 0
@@ -119,6 +124,8 @@ class SampleGrouper:
         done = None
         if key != self.key or (extension in self.members and not self.oversized):
             done = self._start(key)
+            self._first = member.start
+        self._last = member.end
         if fault is not None:
             self.fault = self.fault or f"bad member name: {fault}"
         if not self.oversized:
@@ -131,6 +138,7 @@ class SampleGrouper:
     def flush(self) -> RawSample | None:
         """Finish the current group: its sample, or None when it is not kept or is skipped."""
         key, members, kept, fault = self.key, self.members, self.kept, self.fault
+        self.span = (self._first, self._last)
         self._reset()
         if key is None or not kept:
             return None

@@ -7,9 +7,12 @@
   (a file source's id is its path as JSON text).
 - `reference`: `reference_bucket_resize` (upstream's resize replicated), `assert_close`.
 - `shards`: `sample_members`, `write_tar`, `write_shards`, `shard_files` (shards as bytes to
-  serve), hand-written tar: `raw_header`, `raw_member`, `pax_member`, `raw_tar`.
+  serve), `write_noisy_shards` (a JPEG and 24 KB of noise per sample: for counting bytes),
+  hand-written tar: `raw_header`, `raw_member`, `pax_member`, `raw_tar`.
 - `configs`: `file_config` (a `file` source), `wds_source` (a `WebDatasetSourceConfig`).
-- `reading`: `ids_of(client, count)`, `collect_wds(source)`, `datago_threads()`.
+- `reading`: `ids_of(client, count)`, `iter_webdataset` / `collect_wds(source)` (the
+  webdataset node's raw samples, with `FAST` retries), `datago_threads()`.
+- `scripted`: `ScriptedSource`, a source node that yields what a test scripts.
 - `dataroom`: `write_catalogue`, `write_catalogue_with_latents` (folders the dataroom folder
   server serves).
 - `servers`: `Server` (aiohttp on 127.0.0.1; `async with` on the test's loop, `with` in a
@@ -41,8 +44,9 @@ from tests.helpers.images import (
     small_png,
     write_images,
 )
-from tests.helpers.reading import collect_wds, datago_threads, ids_of
+from tests.helpers.reading import FAST, collect_wds, datago_threads, ids_of, iter_webdataset
 from tests.helpers.reference import assert_close, reference_bucket_resize
+from tests.helpers.scripted import ScriptedSource
 from tests.helpers.servers import Logged, Server, byte_range, files_app, free_port
 from tests.helpers.shards import (
     pax_member,
@@ -51,16 +55,19 @@ from tests.helpers.shards import (
     raw_tar,
     sample_members,
     shard_files,
+    write_noisy_shards,
     write_shards,
     write_tar,
 )
 
 __all__ = [
     "CLEAN_JPEG",
+    "FAST",
     "IMPERFECT_JPEGS",
     "Fault",
     "Logged",
     "Rule",
+    "ScriptedSource",
     "Server",
     "always",
     "assert_close",
@@ -75,6 +82,7 @@ __all__ = [
     "first",
     "free_port",
     "ids_of",
+    "iter_webdataset",
     "line_art",
     "path_of",
     "pax_member",
@@ -96,6 +104,7 @@ __all__ = [
     "write_catalogue",
     "write_catalogue_with_latents",
     "write_images",
+    "write_noisy_shards",
     "write_shards",
     "write_tar",
 ]

@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from tests.helpers.servers import Logged
 
 CHUNK = 256 << 10  # bytes per write: a cut or a stall lands between writes of the body
-TAIL_PAUSE_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -46,7 +45,8 @@ class Fault:
     trickle_s: float = 0.0
     """Send the body one byte at a time, this far apart."""
     tail: int = 0
-    """Send the last `tail` bytes of the body after a 50 ms pause."""
+    """Send the last `tail` bytes of the body after a pause of `tail_pause_s`."""
+    tail_pause_s: float = 0.05
 
     @classmethod
     def error(cls, status: int, body: bytes = b"injected") -> Fault:
@@ -84,9 +84,9 @@ class Fault:
         return cls("trickle", trickle_s=seconds)
 
     @classmethod
-    def slow_tail(cls, size: int) -> Fault:
-        """Send the last `size` bytes of the body 50 ms after the rest."""
-        return cls("slow tail", tail=size)
+    def slow_tail(cls, size: int, pause_s: float = 0.05) -> Fault:
+        """Send the last `size` bytes of the body `pause_s` after the rest."""
+        return cls("slow tail", tail=size, tail_pause_s=pause_s)
 
     @classmethod
     def change(cls, rewrite: Callable[[bytes], bytes]) -> Fault:
@@ -193,7 +193,7 @@ async def answer(
             await _break(request, fault.then)
             return response
         if head < end:
-            await asyncio.sleep(TAIL_PAUSE_S)
+            await asyncio.sleep(fault.tail_pause_s)
             await response.write(body[head:end])
             seen.sent += end - head
         await response.write_eof()

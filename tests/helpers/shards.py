@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
+import random
 import tarfile
 from pathlib import Path
 
@@ -56,6 +58,25 @@ def shard_files(folder: Path, shards: int, per_shard: int) -> tuple[dict[str, by
     _, keys = write_shards(folder, shards, per_shard)
     files = {p.name: p.read_bytes() for p in sorted(folder.glob("shard-*.tar"))}
     return files, keys
+
+
+def write_noisy_shards(
+    folder: Path, shards: int, per_shard: int, gzipped: bool = False
+) -> dict[str, bytes]:
+    """Shards of samples `sNNNN`, each a JPEG and 24 KB of random bytes (`.tar.gz` when
+    `gzipped`); returns them by file name."""
+    noise = random.Random(0)
+    suffix = ".tar.gz" if gzipped else ".tar"
+    for shard in range(shards):
+        samples = [
+            (f"s{index:04d}", {"jpg": small_jpeg(index), "bin": noise.randbytes(24_000)})
+            for index in range(shard * per_shard, (shard + 1) * per_shard)
+        ]
+        path = write_tar(folder / f"shard-{shard:03d}.tar", samples)
+        if gzipped:
+            path.with_name(path.name + ".gz").write_bytes(gzip.compress(path.read_bytes()))
+            path.unlink()
+    return {p.name: p.read_bytes() for p in sorted(folder.glob(f"shard-*{suffix}"))}
 
 
 def raw_header(name: bytes, size: int = 0, kind: bytes = b"0", size_field: bytes = b"") -> bytes:

@@ -12,10 +12,10 @@ import simplejpeg
 from PIL import Image
 
 from datago.config import ImageConfig
+from datago.image_processor import ImageProcessor
 from datago.imaging import decode
 from datago.imaging.buckets import BucketTable
 from datago.imaging.decode import DecodeError
-from datago.imaging.process import ImageProcessor
 from datago.imaging.resample import Resampler
 from datago.stats import StageTimes
 from tests.helpers import (

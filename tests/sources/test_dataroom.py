@@ -7,7 +7,7 @@ import contextlib
 import gc
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,9 +18,8 @@ import pytest
 from datago.config import DbSourceConfig, Environment
 from datago.dataroom_server import make_app
 from datago.errors import SourceError
-from datago.sources import dataroom
-from datago.sources.base import Partition, RawSample, SourceContext
-from datago.sources.dataroom import iter_dataroom
+from datago.sources.base import Partition, RawSample, SourceContext, Split
+from datago.sources.dataroom import DbSource
 from datago.stats import Stats
 from tests.helpers import Fault, Logged, Server, always, encode, free_port, photo, write_catalogue
 
@@ -109,12 +108,28 @@ def db(**keys: Any) -> DbSourceConfig:
     return DbSourceConfig(**{"sources": "alpha,beta", "page_size": 10, **keys})
 
 
+async def iter_dataroom(
+    config: DbSourceConfig, ctx: SourceContext, workers: Partition | None = None
+) -> AsyncGenerator[RawSample, None]:
+    """The raw samples of the db node for part `workers` of the config's rank."""
+    split = Split(config.rank, max(config.world_size, 1), workers or Partition())
+    stream = DbSource().open(config, split, ctx, None)
+    async with contextlib.aclosing(stream):
+        async for raw, _ in stream:
+            yield raw
+
+
 async def collect(
-    config: DbSourceConfig, ctx: SourceContext, into: list[RawSample] | None = None, stop: int = 0
+    config: DbSourceConfig,
+    ctx: SourceContext,
+    into: list[RawSample] | None = None,
+    stop: int = 0,
+    workers: Partition | None = None,
 ) -> list[RawSample]:
     """Every sample of the stream (or the first `stop`), within 20 s."""
     samples = [] if into is None else into
-    async with asyncio.timeout(20), contextlib.aclosing(iter_dataroom(config, ctx)) as stream:
+    stream = iter_dataroom(config, ctx, workers)
+    async with asyncio.timeout(20), contextlib.aclosing(stream):
         async for sample in stream:
             samples.append(sample)
             if len(samples) == stop:
@@ -214,8 +229,8 @@ async def test_workers_inside_ranks_split_disjoint_and_complete(
     for rank in range(world_size):
         for worker in range(workers):
             ctx = context(api, executor)
-            ctx.workers = Partition(worker, workers)
-            every += [s.id for s in await collect(db(rank=rank, world_size=world_size), ctx)]
+            config = db(rank=rank, world_size=world_size)
+            every += [s.id for s in await collect(config, ctx, workers=Partition(worker, workers))]
     assert sorted(every) == ids_of(catalogue, "alpha", "beta")
     counts = {p.get("partitions_count") for p in api.pages()}
     # Up to 48 parts the server splits; beyond, it splits ranks and the client splits workers.
@@ -331,12 +346,9 @@ async def test_unreachable_api_is_a_source_error_after_retries(
         await collect(db(), ctx)
 
 
-async def test_a_silent_api_fails_within_the_page_timeout(
-    executor: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("datago.sources.dataroom.PAGE_TIMEOUT_S", 0.3)
+async def test_a_silent_api_fails_within_the_page_timeout(executor: ThreadPoolExecutor) -> None:
     async with Server.files({}, fault=always(Fault.hang())) as silent:  # nothing ever answers
-        ctx = context(Api(url=silent.url + "api/"), executor)
+        ctx = context(Api(url=silent.url + "api/"), executor, page_timeout_s=0.3)
         start = time.monotonic()
         with pytest.raises(
             SourceError,
@@ -345,18 +357,16 @@ async def test_a_silent_api_fails_within_the_page_timeout(
         ):
             await collect(db(), ctx)
     assert 0.9 <= time.monotonic() - start < 3  # 3 x 0.3 s, and the backoff between
-    assert dataroom.PAGE_TIMEOUT_S <= 20 < dataroom.HTTP_TIMEOUT_S  # the defaults
+    assert Environment().page_timeout_s <= 20 < Environment().file_timeout_s  # the defaults
 
 
 async def test_files_may_take_longer_than_a_page(
     api: Api,
     executor: ThreadPoolExecutor,
     catalogue: dict[str, Any],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("datago.sources.dataroom.PAGE_TIMEOUT_S", 0.2)
     api.media_delay_s = 0.5
-    ctx = context(api, executor)
+    ctx = context(api, executor, page_timeout_s=0.2)
     samples = await collect(db(sources="gamma", require_images=True), ctx)
     assert [s.id for s in samples] == ids_of(catalogue, "gamma")
     assert ctx.stats.skipped == 0

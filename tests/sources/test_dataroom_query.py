@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from datago.config import ClientConfig, DbSourceConfig
-from datago.sources.base import Partition
+from datago.sources.base import Partition, Split
 from datago.sources.dataroom_query import (
     SplitPlan,
     first_page_url,
@@ -128,7 +128,7 @@ def test_first_page_url_and_random_endpoint() -> None:
 def test_split_goes_to_the_server_up_to_48_parts(
     rank: int, world_size: int, workers: Partition, plan: SplitPlan
 ) -> None:
-    assert plan_split(db(rank=rank, world_size=world_size), workers) == plan
+    assert plan_split(Split(rank, max(world_size, 1), workers)) == plan
 
 
 def test_client_split_is_disjoint_complete_and_balanced() -> None:

@@ -285,3 +285,30 @@ def test_copy_bound_says_which_feeds_copy_members_out() -> None:
     assert parser.feed(data[600:5632]) == [TarMember("big.bin", bytes(5000))]
     assert parser.feed(data[5632:]) == [TarMember("small.txt", b"s")]
     assert parser.ended and parser.copy_bound(1 << 20) == 0
+
+
+@pytest.mark.parametrize("chunk_size", [1, 700, 1 << 20])
+def test_each_member_knows_the_bytes_it_took_and_a_parser_can_start_there(
+    chunk_size: int,
+) -> None:
+    pieces = [
+        raw_member(b"a.jpg", b"x" * 600),
+        pax_member(b"p" * 150 + b".jpg", b"pax"),  # its pax header is part of it
+        raw_member(b"././@LongLink", b"l" * 120 + b".txt\x00", b"L")
+        + raw_member(b"short", b"long"),
+        raw_member(b"dir/", b"", b"5") + raw_member(b"z.txt", b"z"),  # a directory before z
+    ]
+    data = raw_tar(*pieces)
+    members = parse(data, chunk_size)
+    starts = [sum(map(len, pieces[:i])) for i in range(len(pieces))]
+    starts[3] += BLOCK  # z's own header, after the directory entry (not a member)
+    assert [(m.name, m.start, m.end) for m in members] == [
+        ("a.jpg", starts[0], starts[1]),
+        ("p" * 150 + ".jpg", starts[1], starts[2]),
+        ("l" * 120 + ".txt", starts[2], starts[3] - BLOCK),
+        ("z.txt", starts[3], len(data) - 2 * BLOCK),
+    ]
+    resumed = TarStreamParser(offset=members[1].start)
+    assert resumed.feed(data[members[1].start :]) == members[1:]
+    assert [m.start for m in resumed.feed(b"")] == [] and resumed.ended
+    assert resumed.offset == len(data) - 2 * BLOCK + BLOCK  # the first end block was read

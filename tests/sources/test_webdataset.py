@@ -12,19 +12,20 @@ import time
 from collections.abc import AsyncGenerator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import pytest
 
 from datago.config import Environment
 from datago.errors import SourceError
-from datago.sources import wds_groups, webdataset
+from datago.sources import wds_groups
 from datago.sources.base import Partition, RawSample, SourceContext
 from datago.sources.tar_stream import TarMember
-from datago.sources.webdataset import iter_webdataset
 from datago.stats import Stats
+from datago.storage import local
 from tests.helpers import (
     collect_wds,
+    iter_webdataset,
     pax_member,
     raw_member,
     raw_tar,
@@ -330,12 +331,12 @@ async def test_cancelled_while_opening_a_shard_leaves_no_file_open(
     pattern, _ = write_shards(tmp_path, 1, 2)
     opened: list[BinaryIO] = []
 
-    def slow_open(path: str) -> BinaryIO:
+    def slow_open(path: str, start: int) -> BinaryIO:
         time.sleep(0.2)
         opened.append(open(path, "rb"))  # noqa: SIM115 - the source must close it
         return opened[-1]
 
-    monkeypatch.setattr(webdataset, "_open", slow_open)
+    monkeypatch.setattr(local, "_open", slow_open)
     with ThreadPoolExecutor(2) as executor:
         ctx = SourceContext(environment=Environment(), executor=executor, stats=Stats())
         task = asyncio.create_task(collect_from(iter_webdataset(wds_source(pattern), ctx)))
@@ -393,7 +394,7 @@ async def test_a_gzipped_shard_read_byte_by_byte_ends_cleanly(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The tar's end block comes before gzip's trailer: the source stops reading there.
-    monkeypatch.setattr(webdataset, "LOCAL_CHUNK_BYTES", 7)
+    monkeypatch.setattr(local, "CHUNK_BYTES", 7)
     _, keys = write_shards(tmp_path, 1, 3)
     shard = tmp_path / "shard-000.tar"
     (tmp_path / "shard.tgz").write_bytes(gzip.compress(shard.read_bytes()))
@@ -419,13 +420,13 @@ async def test_the_order_does_not_depend_on_download_timing(
     pattern, keys = write_shards(tmp_path, 7, 4)
     delays = random.Random(0)
 
-    def slow_read(file: BinaryIO, *args: Any) -> Any:
+    def slow_read(file: BinaryIO) -> bytes:
         time.sleep(delays.uniform(0, 0.01))  # each shard's reads finish at random times
-        return read(file, *args)
+        return read(file)
 
-    read = webdataset._read
-    monkeypatch.setattr(webdataset, "_read", slow_read)
-    monkeypatch.setattr(webdataset, "LOCAL_CHUNK_BYTES", 3000)  # several reads per shard
+    read = local._read_chunk
+    monkeypatch.setattr(local, "_read_chunk", slow_read)
+    monkeypatch.setattr(local, "CHUNK_BYTES", 3000)  # several reads per shard
     shards = [keys[i : i + 4] for i in range(0, len(keys), 4)]
     slots = [[k for shard in shards[slot::3] for k in shard] for slot in range(3)]  # j, j+3, j+6
     expected = [slot[i] for i in range(max(map(len, slots))) for slot in slots if i < len(slot)]

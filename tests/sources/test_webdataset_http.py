@@ -14,29 +14,24 @@ from pathlib import Path
 
 import pytest
 
-from datago.config import Environment
 from datago.errors import SourceError
-from datago.sources import http, webdataset
+from datago.sources import wds_shard
 from datago.sources.base import SourceContext
 from datago.sources.tar_stream import TarMember, TarStreamParser
 from datago.stats import Stats
 from tests.helpers import (
+    FAST,
     Fault,
     Logged,
     Server,
     always,
     collect_wds,
     first,
+    iter_webdataset,
     shard_files,
     wds_source,
     write_tar,
 )
-
-
-@pytest.fixture(autouse=True)
-def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(webdataset, "HTTP_BACKOFF_BASE_S", 0.01)
-    monkeypatch.setattr(webdataset, "HTTP_STALL_TIMEOUT_S", 0.3)
 
 
 async def test_every_sample_once_over_http_with_the_token(tmp_path: Path) -> None:
@@ -72,14 +67,14 @@ async def test_shards_in_one_slot_reuse_one_connection(tmp_path: Path, gzipped: 
 
 @pytest.mark.parametrize("tail", ["long", "slow"])
 async def test_a_long_or_slow_rest_after_the_tar_is_not_waited_for(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tail: str
+    tmp_path: Path, tail: str
 ) -> None:
     files, keys = shard_files(tmp_path, 2, 3)
     if tail == "long":
         files = {name: data + bytes(4 << 20) for name, data in files.items()}
-    else:
-        monkeypatch.setattr(http, "DRAIN_WAIT_S", 0.001)  # the server pauses 50 ms
-    server = Server.files(files, fault=always(Fault.slow_tail(512)))
+    # "slow": the rest comes after 1.5 s, the client waits 1 s for it
+    pause_s = 1.5 if tail == "slow" else 0.05
+    server = Server.files(files, fault=always(Fault.slow_tail(512, pause_s)))
     started = time.monotonic()
     async with server:
         base = server.url
@@ -259,15 +254,15 @@ async def test_closing_early_stops_every_download(tmp_path: Path) -> None:
     async with Server.files(files) as server:
         base = server.url
         with ThreadPoolExecutor(2) as executor:
-            ctx = SourceContext(environment=Environment(), executor=executor, stats=stats)
+            ctx = SourceContext(environment=FAST, executor=executor, stats=stats)
             source = wds_source(base + "shard-{000..005}.tar", concurrent_downloads=3)
-            stream = webdataset.iter_webdataset(source, ctx)
+            stream = iter_webdataset(source, ctx)
             async with asyncio.timeout(10), contextlib.aclosing(stream):
                 async for sample in stream:
                     first.append(sample.id)
                     if len(first) == 3:
                         break
-        streams = [t for t in asyncio.all_tasks() if "_ShardStreamer" in repr(t.get_coro())]
+        streams = [t for t in asyncio.all_tasks() if "SlotStreamer" in repr(t.get_coro())]
     assert streams == []
     assert len(first) == 3 and set(first) <= set(keys)
     assert stats.source_errors == 0
@@ -296,7 +291,7 @@ async def test_the_event_loop_is_never_blocked(
 
     def watched_feed(parser: TarStreamParser, chunk: bytes) -> list[TarMember]:
         members = feed(parser, chunk)
-        if any(len(m.data) > webdataset.LOOP_PARSE_BYTES for m in members):
+        if any(len(m.data) > wds_shard.LOOP_PARSE_BYTES for m in members):
             big_feeds.append(threading.get_ident())
         return members
 
@@ -329,8 +324,8 @@ async def test_a_slow_consumer_is_not_a_stalled_server(tmp_path: Path) -> None:
     async with server:
         base = server.url
         with ThreadPoolExecutor(2) as executor:
-            ctx = SourceContext(environment=Environment(), executor=executor, stats=stats)
-            stream = webdataset.iter_webdataset(wds_source(base + "shard-000.tar"), ctx)
+            ctx = SourceContext(environment=FAST, executor=executor, stats=stats)
+            stream = iter_webdataset(wds_source(base + "shard-000.tar"), ctx)
             async with asyncio.timeout(20), contextlib.aclosing(stream):
                 async for sample in stream:
                     ids.append(sample.id)

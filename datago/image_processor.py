@@ -1,4 +1,5 @@
-"""One image's whole path: decode, aspect-ratio bucket, crop/resize, RGB8, re-encode."""
+"""One image's whole path as `image_config` asks: decode, aspect-ratio bucket, crop/resize,
+RGB8, re-encode, into an `ImagePayload` (the glue between the config and `datago.imaging`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import time
 from datago.config import ImageConfig
 from datago.imaging.buckets import Bucket, BucketTable
 from datago.imaging.decode import decode_image, jpeg_size
-from datago.imaging.encode import encode_payload
+from datago.imaging.encode import encode_image
 from datago.imaging.resample import Resampler, default_resampler
 from datago.imaging.transform import cover_size, crop_and_resize, to_rgb8
 from datago.sample import ImagePayload
@@ -23,7 +24,7 @@ class ImageProcessor:
     the smallest DCT scale that still covers the bucket; one Lanczos3 pass then resamples the
     centred crop (upstream resizes, then resamples the crop a second time). JPEG pre-encoding
     converts what JPEG cannot hold (alpha, 16 bits) where upstream drops the sample; see
-    `encode_payload`.
+    `datago.imaging.encode.encode_image`.
     """
 
     def __init__(self, config: ImageConfig | None, *, resampler: Resampler | None = None) -> None:
@@ -79,7 +80,9 @@ class ImageProcessor:
         if config.pre_encode_images:
             image_format = "png" if is_mask else config.encode_format
             quality = min(max(config.jpeg_quality, 1), 100)  # as the Rust image crate
-            payload = encode_payload(pixels, original, image_format, quality)
+            data, bit_depth = encode_image(pixels, image_format, quality)
+            height, width = pixels.shape[:2]
+            payload = ImagePayload(data, width, height, *original, -1, bit_depth, is_encoded=True)
         else:
             payload = ImagePayload.from_array(pixels, original)
         times.transform_s += time.perf_counter() - decoded

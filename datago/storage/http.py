@@ -1,9 +1,12 @@
 """HTTP GETs with retries: exponential backoff on 5xx, 408, 429, resets and timeouts.
 
-`HttpClient.stream` reads a long body (a tar shard) in chunks and, after a failure mid-body,
-resumes at the byte it reached: with `Range: bytes=N-` when the server answers 206, else by
-reading the body again and dropping its first N bytes. Either way no byte is delivered twice;
-a resource whose size, ETag or Last-Modified changes meanwhile is an error, not a splice.
+`HttpClient.stream` reads a long body (a tar shard) in chunks, from any byte (`Range`), and,
+after a failure mid-body, resumes at the byte it reached: with `Range: bytes=N-` when the
+server answers 206, else by reading the body again and dropping its first N bytes. Either
+way no byte is delivered twice; a resource whose size, ETag or Last-Modified changes
+meanwhile is an error, not a splice. A stream closed early reads a short rest of its body
+(a tar's padding), so that its connection goes back to the pool. `HttpStorage` is the
+`datago.storage.Storage` over it.
 
 Not retried: other 4xx statuses, malformed or non-HTTP URLs and TLS certificate errors, which
 another attempt cannot fix. An error status quotes the start of its body (a 400's `detail`).
@@ -16,12 +19,13 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncGenerator, Callable, Mapping
+from typing import Any, NoReturn
 
 import aiohttp
 
 from datago.errors import SourceError
+from datago.storage import StorageOptions
 
 logger = logging.getLogger(__name__)
 
@@ -33,13 +37,12 @@ _PERMANENT = (
     aiohttp.ClientConnectorCertificateError,
 )
 _DETAIL_BYTES = 200  # of an error answer's body, quoted in the error
-_DETAIL_WAIT_S = 1.0
 RESUME_PROGRESS_BYTES = 1 << 20
 """Bytes a failed `stream` attempt must have delivered to count as progress (not a failure
 in a row): every resume then advances by at least that much."""
 DRAIN_BYTES = 64 << 10
-"""Most bytes `drain` reads and drops to keep a connection (a tar pads to 10 KiB)."""
-DRAIN_WAIT_S = 1.0
+"""Most bytes a stream closed early reads and drops to keep its connection (a tar pads to
+10 KiB)."""
 
 
 class HttpStatusError(SourceError):
@@ -76,7 +79,9 @@ class HttpClient:
 
     `attempts` GETs at most per call; each `get_bytes` attempt must end within `timeout_s`
     (headers and body: a stalled answer fails and is retried; a call may ask for another
-    bound), each `stream` read within `stall_timeout_s`.
+    bound), each `stream` read within `stall_timeout_s`. An error answer's body is quoted if
+    it comes within `detail_wait_s`; a stream closed early reads its rest within
+    `drain_wait_s`. `on_receive` is called with the size of every body chunk received.
     """
 
     def __init__(
@@ -87,9 +92,15 @@ class HttpClient:
         max_connections: int = 128,
         backoff_base_s: float = 0.1,
         stall_timeout_s: float = 60.0,
+        detail_wait_s: float = 1.0,
+        drain_wait_s: float = 1.0,
+        on_receive: Callable[[int], None] | None = None,
     ) -> None:
         self.attempts = attempts
         self.backoff_base_s = backoff_base_s
+        self.detail_wait_s = detail_wait_s
+        self.drain_wait_s = drain_wait_s
+        self.on_receive = on_receive or _ignore
         self.timeout_s = timeout_s
         self.timeout = _total_timeout(timeout_s)
         # A stream may take longer than any total timeout; it fails when no byte comes for a while.
@@ -106,20 +117,33 @@ class HttpClient:
         await self.session.close()
 
     async def get_bytes(
-        self, url: str, headers: Mapping[str, str] | None = None, timeout_s: float | None = None
+        self,
+        url: str,
+        headers: Mapping[str, str] | None = None,
+        timeout_s: float | None = None,
+        byte_range: tuple[int, int | None] = (0, None),
     ) -> bytes:
         """The whole body of a successful GET; raises `SourceError` once attempts run out.
 
-        `timeout_s` bounds each attempt instead of the client's `timeout_s`.
+        `timeout_s` bounds each attempt instead of the client's `timeout_s`; `byte_range`
+        asks for bytes [start, end) only (end None: to the end).
         """
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
         timeout = self.timeout if timeout_s == self.timeout_s else _total_timeout(timeout_s)
+        start, end = byte_range
+        if start or end is not None:
+            last = "" if end is None else str(end - 1)
+            headers = {**(headers or {}), "Range": f"bytes={start}-{last}"}
+            if end is not None and end <= start:
+                return b""
         for attempt in range(1, self.attempts + 1):
             try:
                 async with self.session.get(url, headers=headers, timeout=timeout) as response:
                     if response.status >= 400:
-                        raise await _status_error(url, response)
-                    return await response.read()
+                        raise await self._status_error(url, response)
+                    body = await response.read()
+                    self.on_receive(len(body))
+                    return _slice(url, response, body, start, end)
             except Exception as exc:
                 if not is_retryable(exc) or attempt == self.attempts:
                     if isinstance(exc, SourceError):
@@ -141,15 +165,16 @@ class HttpClient:
             raise SourceError(f"GET {url}: the body is not JSON ({exc})") from exc
 
     async def stream(
-        self, url: str, headers: Mapping[str, str] | None = None
+        self, url: str, headers: Mapping[str, str] | None = None, start: int = 0
     ) -> AsyncGenerator[bytes, None]:
-        """The body of a GET in chunks as they arrive (not copied), resumed after a failure.
+        """The body of a GET from byte `start`, in chunks as they arrive (not copied), resumed
+        after a failure.
 
         `attempts` bounds the failures in a row; a failure after `RESUME_PROGRESS_BYTES` of
         progress starts the count again, so a long shard survives several resets, but a server
         that sends a few bytes and then resets, forever, fails the stream.
         """
-        received = 0
+        received = start
         total: int | None = None
         version: str | None = None  # ETag or Last-Modified of the first answer
         failures = 0
@@ -168,8 +193,8 @@ class HttpClient:
                     if received and response.status == 416 and received == total:
                         return  # everything had arrived; the failure came after the last byte
                     if response.status >= 400:
-                        raise await _status_error(url, response)
-                    start, length = _body_range(url, response)
+                        raise await self._status_error(url, response)
+                    begin, length = _body_range(url, response)
                     seen = response.headers.get("ETag") or response.headers.get("Last-Modified")
                     if (total is not None and length is not None and length != total) or (
                         version and seen and version != seen
@@ -177,12 +202,13 @@ class HttpClient:
                         raise SourceError(f"GET {url}: the resource changed while resuming")
                     total = length if length is not None else total
                     version = version or seen
-                    if start > received:
+                    if begin > received:
                         raise SourceError(
-                            f"GET {url}: the server resumed at {start}, not {received}"
+                            f"GET {url}: the server resumed at {begin}, not {received}"
                         )
-                    drop = received - start  # bytes sent again that were delivered already
+                    drop = received - begin  # bytes before the wanted one: skipped unread
                     async for chunk, _ in response.content.iter_chunks():
+                        self.on_receive(len(chunk))
                         if drop >= len(chunk):
                             drop -= len(chunk)
                             continue
@@ -190,7 +216,11 @@ class HttpClient:
                         drop = 0
                         received += len(piece)
                         delivered += len(piece)
-                        yield piece
+                        try:
+                            yield piece
+                        except GeneratorExit:  # closed early: keep the connection if cheap
+                            await self._drain(response, total, received)
+                            raise
                     if total is not None and received < total:
                         raise aiohttp.ClientPayloadError(f"body ended at {received} of {total}")
                     return
@@ -209,21 +239,80 @@ class HttpClient:
                 )
                 await asyncio.sleep(delay)
 
+    async def _drain(self, response: aiohttp.ClientResponse, total: int | None, at: int) -> None:
+        """Read and drop the rest of a body the caller no longer needs (a tar's padding).
 
-async def drain(chunks: AsyncIterator[bytes]) -> None:
-    """Read and drop the rest of a `stream` body the caller no longer needs (a tar's padding).
+        aiohttp puts a connection back in the pool only after the whole body was read, so a
+        short rest (`DRAIN_BYTES`, within `drain_wait_s`) is read; a longer or failing one
+        closes the connection.
+        """
+        if total is None or total - at > DRAIN_BYTES:
+            return
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+            async with asyncio.timeout(self.drain_wait_s):
+                self.on_receive(len(await response.content.read()))
 
-    aiohttp puts a connection back in the pool only after the whole body was read, so a short
-    rest (`DRAIN_BYTES`, within `DRAIN_WAIT_S`) is read; a longer or failing one is left for
-    the caller to close.
-    """
-    left = DRAIN_BYTES
-    with contextlib.suppress(SourceError, TimeoutError):
-        async with asyncio.timeout(DRAIN_WAIT_S):
-            async for chunk in chunks:
-                left -= len(chunk)
-                if left < 0:
-                    return
+    async def _status_error(self, url: str, response: aiohttp.ClientResponse) -> HttpStatusError:
+        """The error for an error answer, quoting its JSON `detail` or the start of its body."""
+        head = b""
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+            async with asyncio.timeout(self.detail_wait_s):
+                head = await response.content.read(_DETAIL_BYTES)
+        text = head.decode("utf-8", "replace")
+        with contextlib.suppress(ValueError):
+            data = json.loads(text)
+            if isinstance(data, dict) and isinstance(data.get("detail"), str):
+                text = data["detail"]
+        return HttpStatusError(url, response.status, " ".join(text.split())[:_DETAIL_BYTES])
+
+
+class HttpStorage:
+    """The `Storage` of http(s) URLs: one `HttpClient` with `options.headers` on every GET."""
+
+    def __init__(self, options: StorageOptions) -> None:
+        self.headers = dict(options.headers)
+        self.client = HttpClient(
+            attempts=options.attempts,
+            timeout_s=options.timeout_s,
+            max_connections=options.max_connections,
+            backoff_base_s=options.backoff_base_s,
+            stall_timeout_s=options.stall_timeout_s,
+            on_receive=options.on_fetch,
+        )
+
+    async def list(self, prefix: str) -> AsyncGenerator[str, None]:
+        """HTTP has no listing: name the objects (e.g. with a brace pattern)."""
+        _cannot_list(prefix)
+        yield prefix  # pragma: no cover -- makes this an async generator
+
+    def stream(self, url: str, start: int = 0) -> AsyncGenerator[bytes, None]:
+        return self.client.stream(url, self.headers, start)
+
+    async def read(self, url: str, start: int = 0, end: int | None = None) -> bytes:
+        return await self.client.get_bytes(url, self.headers, byte_range=(start, end))
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+def _cannot_list(prefix: str) -> NoReturn:
+    raise SourceError(f"cannot list {prefix!r}: http(s) servers have no listing")
+
+
+def _ignore(size: int) -> None:
+    pass
+
+
+def _slice(
+    url: str, response: aiohttp.ClientResponse, body: bytes, start: int, end: int | None
+) -> bytes:
+    """Bytes [start, end) of the resource from a ranged answer: a 206, or a whole 200 body."""
+    if not start and end is None:
+        return body
+    begin, _ = _body_range(url, response)
+    if begin > start:
+        raise SourceError(f"GET {url}: the server answered from byte {begin}, not {start}")
+    return body[start - begin : None if end is None else end - begin]
 
 
 def _total_timeout(seconds: float) -> aiohttp.ClientTimeout:
@@ -239,20 +328,6 @@ def _body_range(url: str, response: aiohttp.ClientResponse) -> tuple[int, int | 
     if match is None:
         raise SourceError(f"GET {url}: unusable Content-Range in a 206 answer")
     return int(match[1]), None if match[2] == "*" else int(match[2])
-
-
-async def _status_error(url: str, response: aiohttp.ClientResponse) -> HttpStatusError:
-    """The error for an error answer, quoting its JSON `detail` or the start of its body."""
-    head = b""
-    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-        async with asyncio.timeout(_DETAIL_WAIT_S):
-            head = await response.content.read(_DETAIL_BYTES)
-    text = head.decode("utf-8", "replace")
-    with contextlib.suppress(ValueError):
-        data = json.loads(text)
-        if isinstance(data, dict) and isinstance(data.get("detail"), str):
-            text = data["detail"]
-    return HttpStatusError(url, response.status, " ".join(text.split())[:_DETAIL_BYTES])
 
 
 def _describe(exc: Exception, timeout_s: float) -> str:

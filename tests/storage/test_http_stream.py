@@ -11,8 +11,8 @@ import pytest
 from aiohttp import web
 
 from datago.errors import SourceError
-from datago.sources import http
-from datago.sources.http import HttpClient
+from datago.storage import http
+from datago.storage.http import HttpClient
 from tests.helpers import Fault, Server, always, first
 
 BODY = os.urandom(300_000)
