@@ -89,7 +89,9 @@ WORKLOADS = [
 def main() -> None:
     args = parse_args()
     size = "quick" if args.quick else "full"
-    out = args.out or ROOT / "benchmarks" / "results" / f"{time.strftime('%Y%m%d-%H%M')}-{size}"
+    python = "py" + "".join(platform.python_version_tuple()[:2])
+    stamp = time.strftime("%Y%m%d-%H%M")
+    out = args.out or ROOT / "benchmarks" / "results" / f"{stamp}-{size}-{python}"
     out.parent.mkdir(parents=True, exist_ok=True)
     results = out.with_name(out.name + ".jsonl")
     workloads = [w for w in WORKLOADS if not args.workloads or w.name in args.workloads]
