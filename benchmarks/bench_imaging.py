@@ -34,7 +34,7 @@ from benchmarks import BUCKETS
 from datago.config import ImageConfig
 from datago.image_processor import ImageProcessor
 from datago.imaging.buckets import BucketTable
-from datago.imaging.decode import fast_png_decode
+from datago.imaging.codecs import PNG_DECODERS
 from datago.imaging.resample import FastResampler, PillowResampler, Resampler
 from datago.stats import StageTimes
 
@@ -160,8 +160,8 @@ def methods(name: str) -> dict[str, Callable[[bytes], object]]:
     found: dict[str, Callable[[bytes], object]] = {}
     if name == "png":
         found["raw: Pillow decode"] = pillow_decode
-        if fast_png_decode is not None:
-            found["raw: libpng decode (imagecodecs)"] = fast_png_decode
+        for decoder, decode in PNG_DECODERS.items():
+            found[f"raw: {decoder} decode"] = decode
         found[NAIVE[name]] = lambda b: naive(b, table)
     else:
         found["raw: simplejpeg decode"] = simplejpeg.decode_jpeg

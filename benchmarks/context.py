@@ -6,25 +6,23 @@ import os
 import platform
 import subprocess
 import time
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from benchmarks.serve import server_kind
 
 PACKAGES = (
-    "datago-py", "Pillow", "simplejpeg", "cykooz-resizer", "imagecodecs", "numpy", "torch"
+    "datago-py", "Pillow", "simplejpeg", "cykooz-resizer", "imagecodecs", "image-rs", "numpy",
+    "torch",
 )  # fmt: skip
+PEER_PACKAGES = ("nvidia-dali-cuda120", "webdataset", "torch")
 
 
-def measured_under(root: Path, rust_python: Path) -> dict[str, Any]:
+def measured_under(root: Path, rust_python: Path, peer_python: Path) -> dict[str, Any]:
     """The context a reader needs to judge the numbers; `load_after` is added at the end."""
-    rust = "not installed"
-    if rust_python.exists():
-        rust = subprocess.run(
-            [str(rust_python), "-P", "-c", "import importlib.metadata as m; print(m.version('datago'))"],
-            capture_output=True, text=True, cwd="/", check=False,
-        ).stdout.strip()  # fmt: skip
+    rust = ", ".join(_versions_in(rust_python, ("datago",)))
+    peers = ", ".join(_versions_in(peer_python, PEER_PACKAGES))
     commit = subprocess.run(
         ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=root
     ).stdout.strip()
@@ -33,11 +31,34 @@ def measured_under(root: Path, rust_python: Path) -> dict[str, Any]:
         "commit": commit or "unknown (not a git checkout)",
         "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
         f"Python {platform.python_version()}",
-        "versions": ", ".join(f"{name} {version(name)}" for name in PACKAGES)
-        + f", Rust datago {rust}",
+        "versions": ", ".join(f"{name} {_version(name)}" for name in PACKAGES)
+        + f"; Rust datago venv: {rust}; peers venv: {peers}",
         "server": server_kind(),
         "load_before": os.getloadavg(),
     }
+
+
+def _version(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def _versions_in(python: Path, packages: tuple[str, ...]) -> list[str]:
+    """`name version` of each package in another venv (run from / so that ours is not seen)."""
+    if not python.exists():
+        return [f"{python} missing"]
+    script = (
+        "import importlib.metadata as m\n"
+        f"for p in {packages!r}:\n"
+        "    try: print(p, m.version(p))\n"
+        "    except m.PackageNotFoundError: print(p, 'not installed')"
+    )
+    done = subprocess.run(
+        [str(python), "-P", "-c", script], capture_output=True, text=True, cwd="/", check=False
+    )
+    return done.stdout.strip().splitlines()
 
 
 def header(context: dict[str, Any], argv: list[str], settings: str) -> str:

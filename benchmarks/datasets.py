@@ -1,8 +1,8 @@
 """The benchmark data sets, generated deterministically (seeded) with `datago.demo`.
 
 Sets (as in the reference measurements, smaller): `jpg` ~1.2 MP photos at JPEG q90, `lowres`
-~500x375 at q95, `png` ~1 MP, half RGB and half RGBA with a soft cut-out, and `wds`: the `jpg`
-photos packed as webdataset shards (`key.jpg` + `key.json` + `key.txt`). Images are written
+~500x375 at q95, `png` ~1 MP, half RGB and half RGBA with a soft cut-out; each set can also be
+packed as webdataset shards (`key.jpg` or `key.png`, `key.json`, `key.txt`). Images are written
 once into benchmarks/data/run/pool-<set>/; a run of N images reads a folder of hard links to
 the first N, so a quick run and a full run share their images.
 """
@@ -111,7 +111,7 @@ def _shard_bytes(paths: list[Path]) -> bytes:
             caption = f"a synthetic photo, {width}x{height}"
             meta = {"key": key, "width": width, "height": height, "caption": caption}
             members = {
-                "jpg": path.read_bytes(),
+                path.suffix[1:]: path.read_bytes(),
                 "json": json.dumps(meta).encode(),
                 "txt": caption.encode(),
             }

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import simplejpeg
-import torch
 from PIL import Image
 
+from benchmarks.pillow_fit import fit_bucket
 from datago import DatagoClient
-from datago.imaging.buckets import Bucket, BucketTable
+from datago.imaging.buckets import BucketTable
 
 # Imported before the timer, as every loader's modules are (open_source imports them lazily).
 from datago.sources import dataroom, webdataset  # noqa: F401
@@ -52,9 +52,13 @@ def raw_limit(spec: Spec, extras: dict[str, Any]) -> Iterator[Pixels]:
 def torch_loader(spec: Spec, extras: dict[str, Any]) -> Iterator[Pixels]:
     """torch DataLoader(batch_size=None, num_workers=2); workers decode with Pillow and return
     `torch.from_numpy(HWC)` (shared memory), as in the reference measurements."""
-    table = bucket_table(spec)
-    loader = torch.utils.data.DataLoader(
-        PillowFiles(image_files(spec), table), batch_size=None, num_workers=THREADS
+    import torch  # not installed on every Python the harness runs on
+
+    dataset = PillowFiles(image_files(spec), bucket_table(spec))
+    loader: Iterable[Any] = torch.utils.data.DataLoader(
+        dataset,  # type: ignore[arg-type]  # map-style: __getitem__ and __len__
+        batch_size=None,
+        num_workers=THREADS,
     )
     for tensor in loader:
         yield tensor.numpy()
@@ -67,6 +71,7 @@ def datago_loader(spec: Spec, extras: dict[str, Any]) -> Iterator[Pixels]:
             yield sample.image.to_numpy()
         stats = client.stats
     extras.update(
+        decoders=stats.decoders,
         read_s=stats.read_s,
         decode_s=stats.decode_s,
         transform_s=stats.transform_s,
@@ -83,8 +88,9 @@ LOADERS: dict[str, Callable[[Spec, dict[str, Any]], Iterator[Pixels]]] = {
 }
 
 
-class PillowFiles(torch.utils.data.Dataset[torch.Tensor]):
-    """Image files decoded (and bucket-resized) by Pillow, one per item."""
+class PillowFiles:
+    """Image files decoded (and bucket-resized) by Pillow, one per item: a map-style dataset
+    whose numpy arrays the DataLoader turns into tensors (`torch.from_numpy`)."""
 
     def __init__(self, paths: list[Path], table: BucketTable | None) -> None:
         self.paths, self.table = paths, table
@@ -92,11 +98,11 @@ class PillowFiles(torch.utils.data.Dataset[torch.Tensor]):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
+    def __getitem__(self, index: int) -> Pixels:
         with Image.open(self.paths[index]) as image:
             image.load()
             out = image if self.table is None else fit_bucket(image, self.table.choose(*image.size))
-            return torch.from_numpy(np.array(out))
+            return np.array(out)
 
 
 def decode_raw(blob: bytes, table: BucketTable | None) -> Pixels:
@@ -117,16 +123,6 @@ def decode_raw(blob: bytes, table: BucketTable | None) -> Pixels:
         blob, min_width=math.ceil(width * scale), min_height=math.ceil(height * scale)
     )
     return np.asarray(fit_bucket(Image.fromarray(small), bucket))
-
-
-def fit_bucket(image: Image.Image, bucket: Bucket) -> Image.Image:
-    """Cover the bucket and crop its centre, in one Lanczos pass (fractional box)."""
-    width, height = image.size
-    scale = max(bucket[0] / width, bucket[1] / height)
-    crop_w, crop_h = bucket[0] / scale, bucket[1] / scale
-    left, top = max((width - crop_w) / 2, 0.0), max((height - crop_h) / 2, 0.0)
-    box = (left, top, min(left + crop_w, width), min(top + crop_h, height))
-    return image.resize(bucket, Image.Resampling.LANCZOS, box=box)
 
 
 def image_files(spec: Spec) -> list[Path]:

@@ -16,9 +16,13 @@ from typing import Any
 IMPL_NAMES = {
     "raw": "raw limit (in memory, 2 threads)",
     "torch": "torch DataLoader nw=2 + Pillow",
+    "dali": "DALI on CPU, batch 16",
+    "wds": "webdataset lib, DataLoader nw=2",
     "rust": "Rust datago",
     "ours": "datago-py (ours)",
 }
+PEERS = ("raw", "torch", "dali", "wds", "rust")
+SHORT = {"raw": "raw", "torch": "torch", "dali": "DALI", "wds": "wds", "rust": "Rust"}
 Row = dict[str, Any]
 
 
@@ -39,9 +43,11 @@ def render(rows: Iterable[Row]) -> str:
 
 
 def _summary(runs: dict[tuple[str, str], list[Row]], workloads: list[str]) -> list[str]:
+    names = ["raw limit", "torch", "DALI", "webdataset", "Rust datago", "ours"]
+    ratio_names = [f"ours/{SHORT[peer]}" for peer in PEERS]
     lines = [
-        "| workload | raw limit | torch | Rust datago | ours | ours/raw | ours/torch | ours/Rust |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| workload | {' | '.join(names + ratio_names)} |",
+        "|---|" + "---|" * (len(names) + len(ratio_names)),
     ]
     for workload in workloads:
         rates = {impl: _rates(runs.get((workload, impl), [])) for impl in IMPL_NAMES}
@@ -51,7 +57,7 @@ def _summary(runs: dict[tuple[str, str], list[Row]], workloads: list[str]) -> li
             f"{statistics.median(ours) / statistics.median(rates[other]):.2f}x"
             if ours and rates[other]
             else "-"
-            for other in ("raw", "torch", "rust")
+            for other in PEERS
         ]
         lines.append(f"| {workload} | {' | '.join(cells)} | {' | '.join(ratios)} |")
     return lines
@@ -92,8 +98,8 @@ def _stages(runs: dict[tuple[str, str], list[Row]]) -> list[str]:
         "datago-py stage times per image (ms, summed over threads; medians) and the share of "
         "the wall time the consumer waited:",
         "",
-        "| workload | read | decode | transform | consumer waiting | skipped |",
-        "|---|---|---|---|---|---|",
+        "| workload | read | decode | transform | consumer waiting | skipped | decoders |",
+        "|---|---|---|---|---|---|---|",
     ]
     for (workload, impl), found in runs.items():
         if impl != "ours":
@@ -102,9 +108,10 @@ def _stages(runs: dict[tuple[str, str], list[Row]]) -> list[str]:
         transform = _median(found, "transform_s", per="samples") * 1e3
         waiting = _median(found, "wait_s", per="wall_s") * 100
         skipped = max(row.get("skipped", 0) for row in found)
+        decoders = ", ".join(sorted(found[-1].get("decoders", {}))) or "-"
         lines.append(
             f"| {workload} | {stage[0]:.2f} | {stage[1]:.2f} | {transform:.2f} | "
-            f"{waiting:.0f}% | {skipped} |"
+            f"{waiting:.0f}% | {skipped} | {decoders} |"
         )
     return lines
 

@@ -1,11 +1,13 @@
-"""Loader benchmark: ours vs the raw decode limit, torch's DataLoader and Rust datago.
+"""Loader benchmark: ours vs the raw decode limit, torch's DataLoader, DALI, the webdataset
+library and Rust datago.
 
     python -m benchmarks.run [--quick] [--workloads jpg-files-decode,...] [--impls ...]
                              [--repeat 3] [--out benchmarks/results/NAME]
 
 Generates the data sets once (benchmarks/data/, seeded), reads them once to warm the page
 cache, serves the shards from 127.0.0.1, then runs every (workload, loader) in its own
-process, interleaved over the repetitions. Writes NAME.jsonl (one line per run) and NAME.md
+process, interleaved over the repetitions. A loader that is not installed (torch on Python
+3.12+, Rust datago's or the peers' venv missing) is skipped with a message. Writes NAME.jsonl (one line per run) and NAME.md
 (medians, min..max, ratios) and prints the tables. See benchmarks/README.md.
 """
 
@@ -13,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -23,15 +27,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from benchmarks import report
 from benchmarks.context import header, measured_under
-from benchmarks.datasets import DATA, Prepared, prepare_images, prepare_shards, shard_pattern
+from benchmarks.datasets import (
+    DATA,
+    IMAGE_SETS,
+    Prepared,
+    prepare_images,
+    prepare_shards,
+    shard_pattern,
+)
 from benchmarks.serve import StaticServer
 from datago.cli import bucket_config
 from datago.imaging.buckets import BucketTable
 
 ROOT = Path(__file__).resolve().parent.parent
 RUST_PYTHON = Path("/opt/rust-datago/bin/python")
+PEER_PYTHON = Path(os.environ.get("DATAGO_BENCH_PEERS", "/opt/datago-peers/bin/python"))
+PEER_MODULES = {"dali": "nvidia.dali", "wds": "webdataset", "torch": "torch"}
 COUNTS = {
     "full": {"jpg": 300, "lowres": 1000, "png": 60},
     "quick": {"jpg": 100, "lowres": 300, "png": 20},
@@ -57,18 +72,16 @@ class Workload:
 
     @property
     def impls(self) -> list[str]:
-        # The raw limit and torch read files; over HTTP only the two datago clients compete.
-        return ["raw", "torch", "rust", "ours"] if self.source == "files" else ["rust", "ours"]
+        # The raw limit, torch and DALI read files; over HTTP the webdataset library competes.
+        if self.source == "files":
+            return ["raw", "torch", "dali", "rust", "ours"]
+        return ["wds", "rust", "ours"]
 
 
 WORKLOADS = [
     Workload(image_set, source, task)
-    for image_set, source in [
-        ("jpg", "files"),
-        ("jpg", "wds"),
-        ("lowres", "files"),
-        ("png", "files"),
-    ]
+    for image_set in ("jpg", "lowres", "png")
+    for source in ("files", "wds")
     for task in ("decode", "resize")
 ]
 
@@ -76,13 +89,15 @@ WORKLOADS = [
 def main() -> None:
     args = parse_args()
     size = "quick" if args.quick else "full"
-    out = args.out or ROOT / "benchmarks" / "results" / f"{time.strftime('%Y%m%d-%H%M')}-{size}"
+    python = "py" + "".join(platform.python_version_tuple()[:2])
+    stamp = time.strftime("%Y%m%d-%H%M")
+    out = args.out or ROOT / "benchmarks" / "results" / f"{stamp}-{size}-{python}"
     out.parent.mkdir(parents=True, exist_ok=True)
     results = out.with_name(out.name + ".jsonl")
     workloads = [w for w in WORKLOADS if not args.workloads or w.name in args.workloads]
-    impls = [impl for impl in args.impls if impl != "rust" or RUST_PYTHON.exists()]
+    impls = [impl for impl in args.impls if installed(impl)]
     data = prepare(workloads, COUNTS[size])
-    context = measured_under(ROOT, RUST_PYTHON)
+    context = measured_under(ROOT, RUST_PYTHON, PEER_PYTHON)
     with serve_if_needed(workloads) as base_url, results.open("w") as lines:
         for rep in range(args.repeat or (1 if args.quick else 3)):
             for workload in workloads:
@@ -100,6 +115,24 @@ def main() -> None:
     print(markdown)
 
 
+def installed(impl: str) -> bool:
+    """Whether a loader can run here; says why not on stderr."""
+    if impl == "rust" and not RUST_PYTHON.exists():
+        why = f"{RUST_PYTHON} missing (benchmarks/README.md says how to make it)"
+    elif impl == "torch":
+        found = importlib.util.find_spec("torch") is not None
+        why = "" if found else f"torch is not installed for Python {platform.python_version()}"
+    elif impl in ("dali", "wds"):
+        check = [str(PEER_PYTHON), "-P", "-c", f"import {PEER_MODULES[impl]}"]
+        found = PEER_PYTHON.exists() and subprocess.run(check, capture_output=True).returncode == 0
+        why = "" if found else f"{PEER_MODULES[impl]} missing in {PEER_PYTHON} (see README)"
+    else:
+        return True
+    if why:
+        print(f"skipping {report.IMPL_NAMES[impl]}: {why}", file=sys.stderr)
+    return not why
+
+
 def run_workload(
     workload: Workload, impls: list[str], rep: int, data: Prepared, base_url: str
 ) -> Iterator[dict[str, Any]]:
@@ -109,7 +142,8 @@ def run_workload(
     for impl in order[shift:] + order[:shift]:
         spec = make_spec(workload, impl, data, base_url)
         row = {**spec, "rep": rep, **measure(spec)}
-        del row["config"], row["buckets"]
+        for key in ("config", "buckets", "files", "urls", "file_buckets", "key_buckets"):
+            row.pop(key, None)
         print(progress_line(row), file=sys.stderr)
         yield row
 
@@ -118,9 +152,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a third of the images, 1 repeat")
     parser.add_argument("--workloads", type=lambda s: s.split(","), help="names, comma-separated")
-    parser.add_argument(
-        "--impls", type=lambda s: s.split(","), default=["raw", "torch", "rust", "ours"]
-    )
+    parser.add_argument("--impls", type=lambda s: s.split(","), default=list(report.IMPL_NAMES))
     parser.add_argument("--repeat", type=int, help="runs per loader (default 3, quick 1)")
     parser.add_argument("--out", type=Path, help="results path without suffix")
     args = parser.parse_args()
@@ -164,7 +196,11 @@ def make_spec(workload: Workload, impl: str, data: Prepared, base_url: str) -> d
         url = f"{base_url}/{shard_pattern(data)}"
         source = {
             "source_type": "webdataset",
-            "source_config": {"url": url, "concurrent_downloads": CONCURRENT_DOWNLOADS},
+            "source_config": {
+                "url": url,
+                "concurrent_downloads": CONCURRENT_DOWNLOADS,
+                "reference_image_type": IMAGE_SETS[workload.image_set].suffix,
+            },
         }
     config = {
         **source,
@@ -172,20 +208,44 @@ def make_spec(workload: Workload, impl: str, data: Prepared, base_url: str) -> d
         "samples_buffer_size": BUFFER,
         "prefetch_buffer_size": BUFFER,
     }
-    buckets = None
-    if workload.task == "resize":
-        config["image_config"] = bucket_config(IMAGE_SIZE)
-        table = BucketTable.build(IMAGE_SIZE, 32, 0.5, 2.0)
-        buckets = [list(size) for size in table.sizes.values()]
-    return {
+    spec = {
         "workload": workload.name,
         "impl": impl,
         "folder": str(data.folder),
         "count": data.count,
         "image_bytes": data.image_bytes,
         "config": config,
-        "buckets": buckets,
+        "buckets": None,
     }
+    if workload.task == "resize":
+        config["image_config"] = bucket_config(IMAGE_SIZE)
+        table = BucketTable.build(IMAGE_SIZE, 32, 0.5, 2.0)
+        spec["buckets"] = [list(size) for size in table.sizes.values()]
+    if impl in ("dali", "wds"):
+        spec.update(peer_spec(workload, data, base_url))
+    return spec
+
+
+def peer_spec(workload: Workload, data: Prepared, base_url: str) -> dict[str, Any]:
+    """What DALI and the webdataset library need besides: files or shard URLs, and each
+    image's bucket (chosen from its size before the timer; ours and Rust choose it inside)."""
+    images = prepare_images(workload.image_set, data.count)
+    peer: dict[str, Any] = {
+        "files": [path.name for path in images.files],
+        "suffix": IMAGE_SETS[workload.image_set].suffix,
+        "urls": [f"{base_url}/{data.folder.name}/{shard.name}" for shard in data.files],
+    }
+    if workload.task == "resize":
+        table = BucketTable.build(IMAGE_SIZE, 32, 0.5, 2.0)
+        chosen = []
+        for path in images.files:
+            with Image.open(path) as image:
+                chosen.append(list(table.choose(*image.size)))
+        peer["file_buckets"] = chosen
+        peer["key_buckets"] = {
+            path.stem: bucket for path, bucket in zip(images.files, chosen, strict=True)
+        }
+    return peer
 
 
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
@@ -194,6 +254,9 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     if spec["impl"] == "rust":  # its own venv: our package must not shadow the wheel
         env.pop("PYTHONPATH", None)
         command = [str(RUST_PYTHON), "-P", "benchmarks/rust_measure.py", json.dumps(spec)]
+    elif spec["impl"] in ("dali", "wds"):  # the peers' venv
+        env.pop("PYTHONPATH", None)
+        command = [str(PEER_PYTHON), "-P", "benchmarks/peer_measure.py", json.dumps(spec)]
     else:
         command = [sys.executable, "-m", "benchmarks.measure", json.dumps(spec)]
     try:

@@ -163,6 +163,7 @@ def bench_report(stats: Stats, elapsed_s: float, first_sample_s: float) -> dict[
         "skipped": stats.skipped,
         "source_errors": stats.source_errors,
         "skip_reasons": dict(stats.skip_reasons),
+        "decoders": dict(stats.decoders),
     }
 
 
@@ -178,6 +179,7 @@ def format_report(report: dict[str, Any]) -> str:
             f"source errors: {report['source_errors']}",
             f"thread time: read {report['read_s']:.2f}s, decode {report['decode_s']:.2f}s, "
             f"transform {report['transform_s']:.2f}s; consumer waited {report['wait_s']:.2f}s",
+            f"decoders: {report['decoders']}",
             f"CPU: consumer thread {report['consumer_cpu_s']:.2f}s "
             f"({100 * report['consumer_cpu_s'] / wall:.0f}% of a core), "
             f"whole process {report['process_cpu_s']:.2f}s "
@@ -198,6 +200,7 @@ def summary(stats: Stats) -> str:
             f"source errors: {stats.source_errors}",
             f"thread time: read {stats.read_s:.2f}s, decode {stats.decode_s:.2f}s, "
             f"transform {stats.transform_s:.2f}s; consumer waited {stats.wait_s:.2f}s",
+            f"decoders: {dict(stats.decoders)}",
         ]
     )
 

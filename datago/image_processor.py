@@ -7,7 +7,7 @@ import time
 
 from datago.config import ImageConfig
 from datago.imaging.buckets import Bucket, BucketTable
-from datago.imaging.decode import decode_image, jpeg_size
+from datago.imaging.decode import decode, jpeg_size
 from datago.imaging.encode import encode_image
 from datago.imaging.resample import Resampler, default_resampler
 from datago.imaging.transform import cover_size, crop_and_resize, to_rgb8
@@ -63,12 +63,13 @@ class ImageProcessor:
             if header_size is not None:
                 bucket = bucket or self.buckets.choose(*header_size)
                 min_size = cover_size(*header_size, bucket)
-        pixels, original = decode_image(
+        pixels, original, decoder = decode(
             data,
             min_size=min_size,
             exif_orientation=config.apply_exif_orientation,
             max_pixels=config.max_image_pixels,
         )
+        times.decoders[decoder] = times.decoders.get(decoder, 0) + 1
         decoded = time.perf_counter()
         times.decode_s += decoded - start
 

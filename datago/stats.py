@@ -25,6 +25,8 @@ class StageTimes:
     bytes_read: int = 0
     built: int = 0
     """Samples decoded and transformed without error."""
+    decoders: dict[str, int] = field(default_factory=dict)
+    """Images decoded, by the name of the decoder that ran."""
 
 
 @dataclass(slots=True)
@@ -55,6 +57,10 @@ class Stats:
     elapsed_s: float = 0.0
     """Seconds from the first pass's start to this snapshot (0 on the live counters)."""
     skip_reasons: dict[str, int] = field(default_factory=dict)
+    decoders: dict[str, int] = field(default_factory=dict)
+    """Images decoded (masks and additional images too), by decoder: `simplejpeg`,
+    `image-rs`, `libpng`, `libwebp` or `pillow`. Pillow where a faster one was expected
+    (PNG without image-rs or imagecodecs) is the first suspect of a slow run."""
     _lock: threading.Lock = field(
         default_factory=threading.Lock, init=False, repr=False, compare=False
     )
@@ -98,6 +104,8 @@ class Stats:
             self.decode_s += times.decode_s
             self.transform_s += times.transform_s
             self.bytes_read += times.bytes_read
+            for name, count in times.decoders.items():
+                self.decoders[name] = self.decoders.get(name, 0) + count
             if times.built:
                 self.skips_in_a_row = 0
 
@@ -122,5 +130,8 @@ class Stats:
         with self._lock:
             elapsed = time.perf_counter() - self.started_at if self.started_at else 0.0
             return dataclasses.replace(
-                self, skip_reasons=dict(self.skip_reasons), elapsed_s=elapsed
+                self,
+                skip_reasons=dict(self.skip_reasons),
+                decoders=dict(self.decoders),
+                elapsed_s=elapsed,
             )

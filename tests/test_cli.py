@@ -15,7 +15,7 @@ from tests.helpers import path_of, write_images
 REPORT_KEYS = {
     "samples", "elapsed_s", "images_per_s", "mb_per_s", "bytes_read", "first_sample_s",
     "read_s", "decode_s", "transform_s", "wait_s", "skipped", "source_errors", "skip_reasons",
-    "consumer_cpu_s", "process_cpu_s",
+    "consumer_cpu_s", "process_cpu_s", "decoders",
 }  # fmt: skip
 
 
@@ -36,6 +36,9 @@ def test_bench_file_source_reports_every_number(tmp_path, capsys):
     assert isinstance(report["bytes_read"], int) and report["bytes_read"] > 0
     assert isinstance(report["images_per_s"], float) and report["images_per_s"] > 0
     assert isinstance(report["decode_s"], float) and report["decode_s"] > 0
+    decoders = report["decoders"]
+    assert isinstance(decoders, dict) and decoders["simplejpeg"] >= 4  # half are JPEGs
+    assert sum(decoders.values()) >= 8
 
 
 def test_bench_config_file_with_resize_counts_a_corrupt_image(tmp_path, capsys):

@@ -1,14 +1,15 @@
-"""Bytes to pixels: simplejpeg for JPEG, libpng or Pillow for PNG, Pillow for the rest.
+"""Bytes to pixels, each format by its fastest installed decoder (docs/performance.md).
 
-All of them release the GIL. PNGs of 8 or 16 bits a sample go through libpng
-(`imagecodecs.png_decode`, ~1.7x Pillow's speed) when the optional `imagecodecs` is installed;
-pyspng is not used because it holds the GIL. Modes follow upstream (the image crate): 16-bit
-PNGs stay 16-bit, a tRNS chunk becomes an alpha channel, GIF and palette images with
-transparency give RGBA, other palette images RGB. Without imagecodecs, Pillow keeps 16 bits
-for grey only: 16-bit colour PNGs come out 8-bit (each sample's high byte), logged once.
+JPEG: simplejpeg. PNG: the Rust `image` crate through `image-rs` (Python >= 3.12), else libpng
+through `imagecodecs`, else Pillow; a decoder that fails hands the bytes to the next one. WebP:
+libwebp through `imagecodecs` for still images, else Pillow. The rest: Pillow. All of them
+release the GIL; pyspng is not used because it holds it. Modes follow upstream (the image
+crate): 16-bit PNGs stay 16-bit, a tRNS chunk becomes an alpha channel, GIF and palette images
+with transparency give RGBA, other palette images RGB. Pillow alone keeps 16 bits for grey
+only: 16-bit colour PNGs come out 8-bit (each sample's high byte), logged once.
 JPEGs that simplejpeg refuses are retried with an end marker added when they lack one, then
 given to Pillow (which takes stray bytes before a marker, or padding after the data); a
-truncated file still fails both.
+truncated file still fails both. `decode` says which decoder made the pixels.
 
 Decompression bombs: every path reads the image size from the header and refuses an image
 over the pixel budget (`max_pixels`, `image_config.max_image_pixels`) before it allocates
@@ -20,12 +21,10 @@ its own guard (`PIL.Image.MAX_IMAGE_PIXELS`, 89.5 MP, which would refuse a 100 M
 from __future__ import annotations
 
 import functools
-import importlib
 import io
 import logging
 import struct
-from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import simplejpeg
@@ -33,16 +32,20 @@ from numpy.typing import NDArray
 from PIL import Image, ImageFile, ImageOps
 
 from datago.imaging import PixelArray
+from datago.imaging.codecs import (
+    PNG_DECODERS,
+    WEBP_DECODERS,
+    Decoder,
+    png_format,
+    png_size,
+    webp_size,
+)
 
 logger = logging.getLogger(__name__)
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _JPEG_END = b"\xff\xd9"  # EOI marker
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-_GREY, _RGB, _GREY_ALPHA, _RGBA = 0, 2, 4, 6  # PNG colour types
-_LIBPNG_FORMATS = {
-    (bits, colour) for bits in (8, 16) for colour in (_GREY, _RGB, _GREY_ALPHA, _RGBA)
-}
+_RGB, _GREY_ALPHA, _RGBA = 2, 4, 6  # PNG colour types
 _PILLOW_8_BIT = {_RGB, _GREY_ALPHA, _RGBA}
 """Colour types whose 16-bit samples Pillow cuts to 8 bits (it has no 16-bit colour modes)."""
 # Pillow modes kept as they are; every other mode is converted to the one given here.
@@ -61,16 +64,12 @@ class DecodeError(ValueError):
     """The bytes are not an image we can decode."""
 
 
-def _libpng_decoder() -> Callable[[bytes], Any] | None:
-    try:
-        decoder: Callable[[bytes], Any] = importlib.import_module("imagecodecs").png_decode
-    except ImportError:
-        return None
-    return decoder
+class Decoded(NamedTuple):
+    """Decoded pixels, the original (width, height) and the name of the decoder that ran."""
 
-
-fast_png_decode = _libpng_decoder()
-"""libpng through `imagecodecs`, or None when it is not installed."""
+    pixels: PixelArray
+    size: tuple[int, int]
+    decoder: str
 
 
 def jpeg_size(data: bytes) -> tuple[int, int] | None:
@@ -91,42 +90,60 @@ def decode_image(
     exif_orientation: bool = False,
     max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> tuple[PixelArray, tuple[int, int]]:
-    """Decode to (H, W, C) pixels and the original (width, height).
+    """Decode to (H, W, C) pixels and the original (width, height); see `decode`."""
+    pixels, size, _ = decode(
+        data, min_size=min_size, exif_orientation=exif_orientation, max_pixels=max_pixels
+    )
+    return pixels, size
+
+
+def decode(
+    data: bytes,
+    *,
+    min_size: tuple[int, int] | None = None,
+    exif_orientation: bool = False,
+    max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+) -> Decoded:
+    """Decode to (H, W, C) pixels, the original (width, height) and the decoder's name.
 
     `min_size` (width, height) lets JPEGs decode at the smallest DCT scale that still covers
     it, so the array may be smaller than the original size. An image of more than
     `max_pixels` pixels (None: no limit) raises `DecodeError` before any pixel is decoded.
     """
-    if data[:3] == _JPEG_MAGIC and not exif_orientation:
-        decoded = _decode_jpeg(data, min_size, max_pixels)
-        if decoded is not None:
-            return decoded
-    if (
-        fast_png_decode is not None
-        and not exif_orientation
-        and _png_format(data) in _LIBPNG_FORMATS
-    ):
-        return _decode_png(data, fast_png_decode, max_pixels)
-    return decode_with_pillow(data, exif_orientation, max_pixels)
+    decoded = None if exif_orientation else _decode_fast(data, min_size, max_pixels)
+    if decoded is None:
+        return Decoded(*decode_with_pillow(data, exif_orientation, max_pixels), "pillow")
+    return decoded
 
 
-def _png_format(data: bytes) -> tuple[int, int] | None:
-    """(bit depth, colour type) from a PNG's header, or None when the bytes are not a PNG."""
-    if data[:8] != _PNG_MAGIC or data[12:16] != b"IHDR" or len(data) < 26:
+def _decode_fast(
+    data: bytes, min_size: tuple[int, int] | None, max_pixels: int | None
+) -> Decoded | None:
+    """JPEG, PNG or still WebP by their own decoders, or None: Pillow's turn."""
+    if data[:3] == _JPEG_MAGIC:
+        jpeg = _decode_jpeg(data, min_size, max_pixels)
+        return None if jpeg is None else Decoded(*jpeg, "simplejpeg")
+    size = png_size(data) if png_format(data) is not None else webp_size(data)
+    if size is None:
         return None
-    return data[24], data[25]
+    _check_pixel_count(*size, max_pixels)
+    decoders = PNG_DECODERS if data[:4] != b"RIFF" else WEBP_DECODERS
+    for name, decoder in decoders.items():
+        try:
+            pixels = decoder(data)
+        except (RuntimeError, ValueError):  # corrupt, or beyond the image crate's memory limit
+            continue
+        if pixels.shape[:2] == (size[1], size[0]):
+            return Decoded(pixels, size, name)
+    return None
 
 
-def _decode_png(
-    data: bytes, decoder: Callable[[bytes], Any], max_pixels: int | None
-) -> tuple[PixelArray, tuple[int, int]]:
-    width, height = struct.unpack(">II", data[16:24])
-    _check_pixel_count(width, height, max_pixels)
-    try:
-        pixels: PixelArray = decoder(data)
-    except RuntimeError as exc:  # imagecodecs.PngError
-        raise DecodeError(f"corrupt PNG: {exc}") from exc
-    return (pixels[:, :, None] if pixels.ndim == 2 else pixels), (width, height)
+def decode_with(name: str, data: bytes) -> PixelArray:
+    """Decode with one named decoder: one of `PNG_DECODERS` or `WEBP_DECODERS`, or "pillow"."""
+    if name == "pillow":
+        return decode_with_pillow(data)[0]
+    decoder: Decoder = {**PNG_DECODERS, **WEBP_DECODERS}[name]
+    return decoder(data)
 
 
 def _decode_jpeg(
@@ -163,7 +180,7 @@ def _simplejpeg(data: bytes, grey: bool, min_width: int, min_height: int) -> Pix
 def decode_with_pillow(
     data: bytes, exif_orientation: bool = False, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
 ) -> tuple[PixelArray, tuple[int, int]]:
-    """Decode any format Pillow reads, with the same modes as the libpng path (see above)."""
+    """Decode any format Pillow reads, with the same modes as the other paths (see above)."""
     try:
         with open_unguarded(data) as img:
             _check_pixel_count(img.width, img.height, max_pixels)
@@ -171,7 +188,7 @@ def decode_with_pillow(
             image = ImageOps.exif_transpose(img) if exif_orientation else img
             if img.format == "GIF":
                 image = image.convert("RGBA")
-            png = _png_format(data)
+            png = png_format(data)
             array = _to_array(image) if png is None else _png_to_array(image, *png)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         if isinstance(exc, DecodeError):
@@ -223,7 +240,7 @@ def _cut_16_bit_colour(img: Image.Image, colour_type: int) -> PixelArray:
 @functools.cache
 def _warn_16_bit_colour_is_cut() -> None:
     logger.warning(
-        "16-bit colour PNGs decode to 8 bits without imagecodecs; "
+        "16-bit colour PNGs decode to 8 bits with Pillow; "
         "pip install 'datago-py[fast-png]' to keep 16 bits"
     )
 

@@ -2,9 +2,9 @@
 (or its modules), never from one another; `tests/conftest.py` holds only fixtures.
 
 - `images`: `photo` (PIL), `photo_like` / `line_art` (arrays), `encode`, `small_jpeg`,
-  `small_png`, `CLEAN_JPEG` / `IMPERFECT_JPEGS`, `png_bytes` / `png_file` (hand-written PNGs),
-  `write_images` (a folder of JPEG/PNG), `big_jpegs` (12 MP JPEGs), `file_id` / `path_of`
-  (a file source's id is its path as JSON text).
+  `small_png`, `CLEAN_JPEG` / `IMPERFECT_JPEGS`, `png_bytes` / `png_file` / `interlaced_png`
+  (hand-written PNGs), `write_images` (a folder of JPEG/PNG), `big_jpegs` (12 MP JPEGs),
+  `file_id` / `path_of` (a file source's id is its path as JSON text).
 - `reference`: `reference_bucket_resize` (upstream's resize replicated), `assert_close`.
 - `shards`: `sample_members`, `write_tar`, `write_shards`, `shard_files` (shards as bytes to
   serve), `write_noisy_shards` (a JPEG and 24 KB of noise per sample: for counting bytes),
@@ -34,6 +34,7 @@ from tests.helpers.images import (
     big_jpegs,
     encode,
     file_id,
+    interlaced_png,
     line_art,
     path_of,
     photo,
@@ -82,6 +83,7 @@ __all__ = [
     "first",
     "free_port",
     "ids_of",
+    "interlaced_png",
     "iter_webdataset",
     "line_art",
     "path_of",

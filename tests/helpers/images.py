@@ -108,8 +108,41 @@ def png_bytes(pixels: np.ndarray, trns: bytes | None = None) -> bytes:
     return png_file(width, height, 8 * pixels.itemsize, colour_type, rows.tobytes(), trns)
 
 
+ADAM7_PASSES = (
+    (0, 0, 8, 8),
+    (4, 0, 8, 8),
+    (0, 4, 4, 8),
+    (2, 0, 4, 4),
+    (0, 2, 2, 4),
+    (1, 0, 2, 2),
+    (0, 1, 1, 2),
+)
+"""(first column, first row, column step, row step) of each Adam7 pass."""
+
+
+def interlaced_png(pixels: np.ndarray, trns: bytes | None = None) -> bytes:
+    """`png_bytes`, Adam7-interlaced: the seven passes' rows, each led by a 0 filter byte."""
+    height, width, channels = pixels.shape
+    samples = pixels.astype(pixels.dtype.newbyteorder(">"))
+    rows = b""
+    for x0, y0, dx, dy in ADAM7_PASSES:
+        reduced = np.ascontiguousarray(samples[y0::dy, x0::dx])
+        if reduced.size:
+            lines = reduced.reshape(reduced.shape[0], -1).view(np.uint8)
+            rows += np.concatenate([np.zeros((len(lines), 1), np.uint8), lines], axis=1).tobytes()
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+    return png_file(width, height, 8 * pixels.itemsize, colour_type, rows, trns, interlace=1)
+
+
 def png_file(
-    width: int, height: int, bits: int, colour_type: int, rows: bytes, trns: bytes | None = None
+    width: int,
+    height: int,
+    bits: int,
+    colour_type: int,
+    rows: bytes,
+    trns: bytes | None = None,
+    *,
+    interlace: int = 0,
 ) -> bytes:
     """A PNG of already filtered `rows` (each one led by its filter byte)."""
 
@@ -118,7 +151,7 @@ def png_file(
             struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
         )
 
-    header = struct.pack(">IIBBBBB", width, height, bits, colour_type, 0, 0, 0)
+    header = struct.pack(">IIBBBBB", width, height, bits, colour_type, 0, 0, interlace)
     extra = chunk(b"tRNS", trns) if trns is not None else b""
     return (
         b"\x89PNG\r\n\x1a\n"

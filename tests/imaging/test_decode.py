@@ -1,8 +1,9 @@
-"""Decoding: libpng and Pillow agree on PNGs (tRNS too), 16 bits kept, imperfect JPEGs decode."""
+"""Decoding: every PNG decoder agrees (tRNS too), 16 bits kept, imperfect JPEGs decode."""
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import io
 import logging
 import struct
@@ -13,6 +14,7 @@ import simplejpeg
 from PIL import Image
 
 from datago.imaging import decode
+from datago.imaging.codecs import PNG_DECODERS
 from datago.imaging.decode import DecodeError, decode_image
 from tests.helpers import CLEAN_JPEG, IMPERFECT_JPEGS, encode, photo_like, png_bytes, png_file
 
@@ -26,12 +28,24 @@ PNG_PIXELS = {
 }
 
 
-@pytest.fixture(params=["libpng", "pillow"])
+MISSING = {
+    "image-rs": "image-rs is not installed (it needs Python >= 3.12)",
+    "libpng": "imagecodecs is not installed",
+    "libwebp": "imagecodecs is not installed",
+}
+
+
+def only_png_decoder(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Leave `name` the one PNG decoder before Pillow ("pillow": none), or skip if missing."""
+    if name != "pillow" and name not in PNG_DECODERS:
+        pytest.skip(MISSING[name])
+    kept = {key: value for key, value in PNG_DECODERS.items() if key == name}
+    monkeypatch.setattr(decode, "PNG_DECODERS", kept)
+
+
+@pytest.fixture(params=["image-rs", "libpng", "pillow"])
 def png_decoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    if request.param == "pillow":
-        monkeypatch.setattr(decode, "fast_png_decode", None)
-    elif decode.fast_png_decode is None:
-        pytest.skip("imagecodecs is not installed")
+    only_png_decoder(request.param, monkeypatch)
     return str(request.param)
 
 
@@ -72,9 +86,13 @@ def _random_16_bit(channels: int) -> np.ndarray:
 
 @pytest.mark.parametrize("channels", [1, 2, 3, 4])
 @pytest.mark.parametrize("writer", ["zlib", "imagecodecs"])
-def test_16_bit_pngs_keep_16_bits_with_libpng(channels: int, writer: str) -> None:
-    if decode.fast_png_decode is None:
-        pytest.skip("imagecodecs is not installed")
+@pytest.mark.parametrize("decoder", ["image-rs", "libpng"])
+def test_16_bit_pngs_keep_16_bits(
+    channels: int, writer: str, decoder: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    only_png_decoder(decoder, monkeypatch)
+    if writer == "imagecodecs" and importlib.util.find_spec("imagecodecs") is None:
+        pytest.skip(MISSING["libpng"])
     pixels = _random_16_bit(channels)
     if writer == "zlib":
         data = png_bytes(pixels)
@@ -83,16 +101,17 @@ def test_16_bit_pngs_keep_16_bits_with_libpng(channels: int, writer: str) -> Non
             np.squeeze(pixels, 2) if channels == 1 else pixels
         )
     assert (data[24], data[25]) == (16, {1: 0, 2: 4, 3: 2, 4: 6}[channels])
-    out, size = decode_image(data)
+    out, size, used = decode.decode(data)
+    assert used == decoder
     assert size == (11, 9) and out.dtype == np.uint16 and out.shape == (9, 11, channels)
     assert np.array_equal(out, pixels)
 
 
 @pytest.mark.parametrize("channels", [2, 3, 4])
-def test_16_bit_colour_without_imagecodecs_keeps_the_high_byte(
+def test_16_bit_colour_with_pillow_keeps_the_high_byte(
     channels: int, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(decode, "fast_png_decode", None)
+    only_png_decoder("pillow", monkeypatch)
     decode._warn_16_bit_colour_is_cut.cache_clear()
     pixels = _random_16_bit(channels)
     with caplog.at_level(logging.WARNING, logger="datago"):
