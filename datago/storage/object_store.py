@@ -280,16 +280,22 @@ def _status(exc: BaseException) -> int | None:
 
 
 def _is_retryable(exc: BaseException) -> bool:
+    if _is_credential_failure(exc):
+        return False
     status = _status(exc)
     if status is not None:
         return status in _RETRYABLE_STATUSES
-    if _is_credential_failure(exc) or isinstance(exc, ValueError | ConfigError):
+    if isinstance(exc, ValueError | ConfigError):
         return False
     # No answer: a refused or reset connection, a stall, a body cut short.
     return isinstance(exc, GenericError | OSError | TimeoutError)
 
 
 def _is_credential_failure(exc: BaseException) -> bool:
+    """Whether obstore failed to get credentials (from the instance metadata, say), not an
+    answer from the bucket: a typed 401/403/404 is the bucket's."""
+    if isinstance(exc, FileNotFoundError | PermissionDeniedError | UnauthenticatedError):
+        return False
     text = str(exc)
     return any(hint in text for hint in _CREDENTIAL_HINTS) or "credential" in text.lower()
 
@@ -302,7 +308,13 @@ def _source_error(
     status, text = _status(exc), str(exc)
     code = _ERROR_CODE.search(text)
     detail = f" ({code[1]})" if code else ""
-    if status == 404:
+    if _is_credential_failure(exc):
+        kind = parse_url(url).kind
+        cause = (
+            f"no credentials: {_CREDENTIAL_VARIABLES[kind]} not found, or set "
+            f"storage_options anonymous=true for a public bucket ({_first_line(exc)})"
+        )
+    elif status == 404:
         missing = "bucket" if any(word in text for word in _NO_CONTAINER) else "object"
         cause = f"HTTP 404{detail}: the {missing} does not exist"
     elif status in (401, 403):
@@ -311,12 +323,6 @@ def _source_error(
         cause = "the object changed while it was read (its ETag differs)"
     elif status is not None:
         cause = f"HTTP {status}{detail} after {attempts} attempt(s)"
-    elif _is_credential_failure(exc):
-        kind = parse_url(url).kind
-        cause = (
-            f"no credentials: {_CREDENTIAL_VARIABLES[kind]} not found, or set "
-            f"storage_options anonymous=true for a public bucket ({_first_line(exc)})"
-        )
     else:
         cause = f"{type(exc).__name__} after {attempts} attempt(s): {_first_line(exc)}"
     return SourceError(f"{op} {url}{where}: {cause}")

@@ -1,0 +1,195 @@
+"""Object stores on loopback for tests: moto's S3 server and a fault-injecting proxy before it.
+
+`moto_s3()` runs moto's real S3 server (`ThreadedMotoServer`) on 127.0.0.1 in a thread;
+`S3Proxy` forwards every request to it from its own port, logs each one (`S3Proxy.requests`)
+and breaks the ones its `faults` pick: an error status with headers, or a body cut short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Self
+from urllib.parse import quote
+
+import aiohttp
+from aiohttp import web
+from moto.core.models import DEFAULT_ACCOUNT_ID
+from moto.s3.models import s3_backends
+from moto.server import ThreadedMotoServer
+
+KEYS = {"access_key_id": "testing-key", "secret_access_key": "testing-secret"}
+"""Credentials moto accepts (it checks none); tests look for the key id in signatures."""
+_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class MotoS3:
+    """moto's S3 server at `endpoint` (`http://127.0.0.1:PORT`)."""
+
+    endpoint: str
+
+    def create_bucket(self, bucket: str, public: bool = False) -> None:
+        """A bucket; a `public` one lets anyone list and read (unsigned requests)."""
+        headers = {"x-amz-acl": "public-read"} if public else {}
+        request = urllib.request.Request(f"{self.endpoint}/{bucket}", headers=headers, method="PUT")
+        urllib.request.urlopen(request)
+
+    def put(self, bucket: str, key: str, body: bytes, public: bool = False) -> None:
+        """Store a new object through the server's HTTP API (moto refuses unsigned overwrites)."""
+        headers = {"Content-Type": "application/octet-stream"}  # not a form: moto would parse it
+        if public:
+            headers["x-amz-acl"] = "public-read"
+        request = urllib.request.Request(
+            f"{self.endpoint}/{bucket}/{quote(key)}", body, headers, method="PUT"
+        )
+        urllib.request.urlopen(request)
+
+    def put_many(self, bucket: str, keys: list[str], body: bytes = b"x") -> None:
+        """Store (or overwrite) objects straight into the running server's state (HTTP is slow)."""
+        backend = s3_backends[DEFAULT_ACCOUNT_ID]["global"]
+        for key in keys:
+            backend.put_object(bucket, key, body)
+
+
+@contextmanager
+def moto_s3() -> Iterator[MotoS3]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield MotoS3(f"http://{host}:{port}")
+    finally:
+        server.stop()
+
+
+@dataclass
+class Seen:
+    """One request the proxy received, and what it did with it."""
+
+    method: str
+    path_qs: str
+    headers: dict[str, str]
+    status: int | None = None
+    fault: str = ""
+
+    @property
+    def range_start(self) -> int:
+        """N of a `Range: bytes=N-` header; 0 without one."""
+        value = self.headers.get("Range", "bytes=0-")
+        return int(value.removeprefix("bytes=").partition("-")[0] or 0)
+
+
+@dataclass
+class Fault:
+    """What the proxy does instead of forwarding a request's answer as it is."""
+
+    status: int | None = None  # answer this status with `body` and `headers`
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    cut_after: int | None = None  # forward the answer but close after this many body bytes
+    before: Callable[[], None] | None = None  # run first (change the object, say)
+
+
+Rule = Callable[[Seen], Fault | None]
+
+
+def s3_error(status: int, code: str, **headers: str) -> Fault:
+    """An S3-style XML error answer."""
+    body = f"<?xml version='1.0'?><Error><Code>{code}</Code><Message>{code}</Message></Error>"
+    return Fault(
+        status=status, body=body.encode(), headers={"Content-Type": "application/xml"} | headers
+    )
+
+
+def first(count: int, fault: Fault, method: str = "GET") -> Rule:
+    """`fault` for the first `count` requests of `method`, then plain forwarding."""
+    left = [count]
+
+    def rule(seen: Seen) -> Fault | None:
+        if seen.method != method or left[0] == 0:
+            return None
+        left[0] -= 1
+        return fault
+
+    return rule
+
+
+class S3Proxy:
+    """A loopback aiohttp server forwarding to `upstream`, logging and breaking requests."""
+
+    def __init__(self, upstream: str, fault: Rule | None = None) -> None:
+        self.upstream = upstream
+        self.fault = fault
+        self.requests: list[Seen] = []
+        self.endpoint = ""
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Self:
+        app = web.Application()
+        app.router.add_route("*", "/{path:.*}", self._forward)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        port = free_port()
+        await web.TCPSite(self._runner, "127.0.0.1", port).start()
+        self.endpoint = f"http://127.0.0.1:{port}"
+        self._session = aiohttp.ClientSession(auto_decompress=False)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._runner is not None and self._session is not None
+        await self._session.close()
+        await self._runner.cleanup()
+
+    def of(self, method: str) -> list[Seen]:
+        return [seen for seen in self.requests if seen.method == method]
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
+        seen = Seen(request.method, request.path_qs, dict(request.headers))
+        self.requests.append(seen)
+        fault = self.fault(seen) if self.fault else None
+        if fault and fault.before:
+            fault.before()
+        if fault and fault.status is not None:
+            seen.status, seen.fault = fault.status, str(fault.status)
+            return web.Response(status=fault.status, body=fault.body, headers=fault.headers)
+        assert self._session is not None
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        async with self._session.request(
+            request.method,
+            self.upstream + request.path_qs,
+            headers=headers,
+            data=await request.read(),
+        ) as upstream:
+            seen.status = upstream.status
+            response = web.StreamResponse(status=upstream.status)
+            for name, value in upstream.headers.items():
+                if name.lower() not in _HOP_BY_HOP:
+                    response.headers[name] = value
+            if upstream.content_length is not None:
+                response.content_length = upstream.content_length
+            await response.prepare(request)
+            sent = 0
+            async for chunk in upstream.content.iter_chunked(64 << 10):
+                if fault and fault.cut_after is not None and sent + len(chunk) > fault.cut_after:
+                    await response.write(chunk[: fault.cut_after - sent])
+                    await asyncio.sleep(0.05)  # let the bytes leave before the cut
+                    seen.fault = f"cut at {fault.cut_after}"
+                    assert request.transport is not None
+                    request.transport.close()
+                    return response
+                await response.write(chunk)
+                sent += len(chunk)
+            await response.write_eof()
+            return response
