@@ -1,20 +1,29 @@
-"""Object stores on loopback for tests: moto's S3 server and a fault-injecting proxy before it.
+"""Object stores on loopback for tests: moto's S3 server, a fault-injecting proxy, Azurite.
 
 `moto_s3()` runs moto's real S3 server (`ThreadedMotoServer`) on 127.0.0.1 in a thread;
 `S3Proxy` forwards every request to it from its own port, logs each one (`S3Proxy.requests`)
-and breaks the ones its `faults` pick: an error status with headers, or a body cut short.
+and breaks the ones its `fault` rule picks: an error status with headers, or a body cut short.
+`azurite()` runs Azure's storage emulator (npm `azurite`) when it is installed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
+import os
+import re
+import shutil
 import socket
+import subprocess
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from typing import Self
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import aiohttp
 from aiohttp import web
@@ -193,3 +202,83 @@ class S3Proxy:
                 sent += len(chunk)
             await response.write_eof()
             return response
+
+
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+"""Azurite's well-known development account and key."""
+
+
+def azurite_command() -> str | None:
+    """The `azurite-blob` executable: `$AZURITE_BLOB`, else on PATH; None if absent."""
+    return os.environ.get("AZURITE_BLOB") or shutil.which("azurite-blob")
+
+
+@dataclass
+class Azurite:
+    """Azurite's blob service; `endpoint` is the account's URL."""
+
+    endpoint: str
+
+    def create_container(self, container: str) -> None:
+        self._signed("PUT", f"/{container}", {"restype": "container"})
+
+    def put(self, container: str, key: str, body: bytes) -> None:
+        headers = {"x-ms-blob-type": "BlockBlob", "Content-Type": "application/octet-stream"}
+        self._signed("PUT", f"/{container}/{quote(key)}", {}, body, headers)
+
+    def _signed(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, str],
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """A request signed with the account key (Shared Key, as Azurite checks it)."""
+        headers = {"x-ms-date": formatdate(usegmt=True), "x-ms-version": "2021-08-06"} | (
+            headers or {}
+        )
+        fields = ["", "", str(len(body)) if body else "", "", headers.get("Content-Type", "")]
+        canonical_headers = "".join(
+            f"{name}:{value}\n"
+            for name, value in sorted(headers.items())
+            if name.startswith("x-ms-")
+        )
+        resource = f"/{AZURITE_ACCOUNT}/{AZURITE_ACCOUNT}{path}" + "".join(
+            f"\n{name}:{value}" for name, value in sorted(query.items())
+        )
+        to_sign = "\n".join([method, *fields, *[""] * 6]) + "\n" + canonical_headers + resource
+        key = base64.b64decode(AZURITE_KEY)
+        signature = base64.b64encode(hmac.new(key, to_sign.encode(), hashlib.sha256).digest())
+        headers["Authorization"] = f"SharedKey {AZURITE_ACCOUNT}:{signature.decode()}"
+        url = f"{self.endpoint}{path}" + ("?" + urlencode(query) if query else "")
+        request = urllib.request.Request(url, body or None, headers, method=method)
+        urllib.request.urlopen(request)
+
+
+@contextmanager
+def azurite(command: str, folder: str) -> Iterator[Azurite]:
+    """Azurite's blob service on 127.0.0.1, in memory (run in `folder`), stopped on exit."""
+    options = ["--inMemoryPersistence", "--skipApiVersionCheck", "--loose", "--silent"]
+    process = subprocess.Popen(
+        [command, "--blobHost", "127.0.0.1", "--blobPort", str(free_port()), *options],
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:  # "... successfully listens on http://127.0.0.1:PORT"
+            if match := re.search(r"listens on (http://127\.0\.0\.1:\d+)", line):
+                yield Azurite(f"{match[1]}/{AZURITE_ACCOUNT}")
+                return
+        raise RuntimeError("azurite-blob exited before listening")
+    finally:
+        process.kill()  # in memory: nothing to save (a SIGTERM waits for idle connections)
+        process.wait(timeout=10)
+        if process.stdout is not None:
+            process.stdout.close()
