@@ -246,7 +246,7 @@ class ObjectStore:
                 config["skip_signature"] = bool(value)
             else:
                 config["endpoint" if key == "endpoint_url" else key] = value
-        if str(config.get("endpoint", "")).startswith("http://"):
+        if str(config.get("endpoint") or config.get("base_url") or "").startswith("http://"):
             client.setdefault("allow_http", True)
         kinds = {"s3": S3Store, "gcs": GCSStore, "azure": AzureStore}
         try:
