@@ -116,25 +116,34 @@ class ObjectStore:
         """The URLs of the objects under a prefix, page by page, in key order.
 
         A URL ending in `/` (or a bare bucket) lists that folder, recursively; otherwise
-        the prefix is a plain string prefix (`s3://b/shards/train-` lists `train-*`).
+        the prefix is a plain string prefix (`s3://b/shards/train-` lists `train-*`). A
+        failed page is asked again from the last key seen (start-after): no key twice.
         """
         location = parse_url(prefix_url)
         store = self._store(location)
         key = location.key
-        folder, offset = key.rstrip("/"), None
+        folder, after = key.rstrip("/"), None
         if key and not key.endswith("/"):  # a plain prefix: list from just before it
-            folder, offset = key.rpartition("/")[0], key[:-1] or None
-        pages = obstore.list(store, folder or None, offset=offset, chunk_size=LIST_PAGE)
+            folder, after = key.rpartition("/")[0], key[:-1] or None
+        failures = 0
         while True:
-            page = await self._retrying("LIST", prefix_url, lambda: anext(pages, None))
-            if page is None:
+            pages = obstore.list(store, folder or None, offset=after, chunk_size=LIST_PAGE)
+            try:
+                async for page in pages:
+                    failures = 0
+                    for meta in page:
+                        path = after = meta["path"]
+                        if path.startswith(key) and not path.endswith("/"):
+                            yield location.url_of(path)
+                        elif path > key:
+                            return  # keys come sorted: nothing further can match
                 return
-            for meta in page:
-                path = meta["path"]
-                if path.startswith(key) and not path.endswith("/"):
-                    yield location.url_of(path)
-                elif offset is not None and path > key:
-                    return  # keys come sorted: nothing further can match
+            except Exception as exc:
+                failures += 1
+                retry, delay = self._verdict(exc, failures)
+                if not retry:
+                    raise _source_error("LIST", prefix_url, exc, failures) from exc
+                await asyncio.sleep(delay)
 
     async def stream(self, url: str, start: int = 0) -> AsyncIterator[bytes]:
         """The object's bytes from `start` on, in chunks, resumed with a ranged read on faults.

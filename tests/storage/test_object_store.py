@@ -129,6 +129,19 @@ async def test_listing_streams_pages_in_key_order(proxy: S3Proxy) -> None:
     assert len(proxy.of("GET")) == 3
 
 
+async def test_a_failed_page_is_asked_again_after_the_last_key_seen(proxy: S3Proxy) -> None:
+    page_two = first(1, s3_error(503, "SlowDown"))
+    proxy.fault = lambda seen: page_two(seen) if "continuation-token" in seen.path_qs else None
+    store = make_store(proxy)
+    try:
+        urls = [url async for url in store.list(f"s3://{BUCKET}/many/")]
+    finally:
+        await store.close()
+    assert urls == [f"s3://{BUCKET}/{key}" for key in MANY]  # each key once
+    assert [seen.status for seen in proxy.requests] == [200, 503, 200, 200]
+    assert f"start-after={MANY[999].replace('/', '%2F')}" in proxy.requests[2].path_qs
+
+
 async def test_a_plain_prefix_lists_only_the_keys_that_start_with_it(proxy: S3Proxy) -> None:
     store = make_store(proxy)
     try:
