@@ -53,6 +53,8 @@ class FileSourceConfig:
     world_size: int = 0
     seed: int | None = None
     """Seed for `random_sampling` (ours; upstream is never reproducible). None: fresh entropy."""
+    storage_options: dict[str, Any] = field(default_factory=dict, repr=False)
+    """Object-store settings for an `s3://`, `gs://` or `az://` root (ours; guide)."""
 
     def validate(self, path: str) -> None:
         if not self.root_path:
@@ -62,7 +64,7 @@ class FileSourceConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WebDatasetSourceConfig:
-    """`source_type: "webdataset"`: tar shards from local paths or http(s) URLs."""
+    """`source_type: "webdataset"`: tar shards from local paths, http(s) or object stores."""
 
     url: str | list[str]
     reference_image_type: str = "jpg"
@@ -75,6 +77,8 @@ class WebDatasetSourceConfig:
     shuffle_buffer_size: int = 256
     """Encoded samples held in the shuffle buffer when `random_sampling` (ours; upstream has
     none): about 256 x 300 KB = 77 MB for 1 MP JPEGs."""
+    storage_options: dict[str, Any] = field(default_factory=dict, repr=False)
+    """Object-store settings for `s3://`, `gs://` or `az://` shards (ours; guide)."""
 
     def validate(self, path: str) -> None:
         if not self.url:
@@ -412,6 +416,8 @@ def _matches(value: Any, hint: Any) -> bool:
     if origin is list:
         (item,) = typing.get_args(hint)
         return isinstance(value, list) and all(_matches(v, item) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
     if hint is type(None):
         return value is None
     if hint is bool:
@@ -431,4 +437,6 @@ def _describe(hint: Any) -> str:
         return " or ".join(repr(arg) for arg in typing.get_args(hint))
     if origin is list:
         return f"list of {_describe(typing.get_args(hint)[0])}"
+    if origin is dict:
+        return "object"
     return "null" if hint is type(None) else str(getattr(hint, "__name__", hint))

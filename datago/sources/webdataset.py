@@ -1,8 +1,10 @@
-"""`source_type: "webdataset"`: samples streamed from tar shards, on disk or over HTTP(S).
+"""`source_type: "webdataset"`: samples streamed from tar shards: on disk, http(s), buckets.
 
-- `url`: a path or an http(s) URL (a `file://` prefix is allowed; schemes in any case), or
-  a list of them, each brace-expanded (`shard-{000000..001281}.tar`, `{a,b}`). A URL without
-  braces is one shard; upstream's GCS bucket listing mode is not supported.
+- `url`: a path, an http(s) URL or an object-store URL (`s3://`, `gs://`, `az://`, the
+  https forms of S3/GCS/Azure; `datago.storage`), or a list of them, each brace-expanded
+  (`shard-{000000..001281}.tar`, `{a,b}`). A URL ending in `/`, or an object-store URL
+  without braces that names no `.tar`/`.tar.gz`/`.tgz`, is a prefix: every shard below it,
+  listed and sorted (as upstream lists GCS buckets). `storage_options` configure the store.
 - Samples: `id` is the webdataset key (member path up to the first dot of the file name,
   directory kept; upstream uses the stem up to the last dot), `source` the shard URL; the
   member rules (image, masks, json, text, bad names) are in `wds_groups`.
@@ -45,11 +47,14 @@ from urllib.parse import urlsplit
 from datago.config import WebDatasetSourceConfig
 from datago.errors import ConfigError, SourceError
 from datago.sources.base import Position, RawSample, SourceContext, Split, check_state
-from datago.sources.shards import expand_urls, plan_part
+from datago.sources.shards import expand_braces, expand_urls, plan_part
 from datago.sources.wds_shard import ShardReader, ShardStart
 from datago.sources.wds_shuffle import ShuffleBuffer, shuffle_key, shuffled
 from datago.sources.wds_slots import SampleRef, SlotPosition, SlotsMark, SlotStreamer
-from datago.storage import StorageOptions, Storages
+from datago.storage import StorageOptions, Storages, storage_kind
+
+SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+"""What a listed prefix keeps as shards."""
 
 
 class WebDatasetSource:
@@ -81,7 +86,22 @@ class WebDatasetSource:
         state: Mapping[str, Any] | None,
     ) -> AsyncGenerator[tuple[RawSample, Position | None], None]:
         """One raw sample (encoded bytes, no decoding) per key of this part's shards."""
-        shards = expand_urls(config.url)
+        storages = Storages(_storage_options(config, context))
+        try:
+            async for item in self._samples(config, split, context, state, storages):
+                yield item
+        finally:
+            await storages.close()
+
+    async def _samples(
+        self,
+        config: WebDatasetSourceConfig,
+        split: Split,
+        context: SourceContext,
+        state: Mapping[str, Any] | None,
+        storages: Storages,
+    ) -> AsyncGenerator[tuple[RawSample, Position | None], None]:
+        shards = await list_shards(config.url, storages)
         rng: random.Random | None = None
         if config.random_sampling:
             rng = random.Random(None if config.seed is None else f"{config.seed}:{context.epoch}")
@@ -91,20 +111,6 @@ class WebDatasetSource:
         order = list(plan.shards)
         if rng is not None:
             rng.shuffle(order)
-        environment = context.environment
-        storages = Storages(
-            StorageOptions(
-                executor=context.executor,
-                attempts=environment.max_retries,
-                backoff_base_s=environment.backoff_base_s,
-                stall_timeout_s=environment.stall_timeout_s,
-                max_connections=config.downloads,
-                headers={"Authorization": f"Bearer {config.auth_token}"}
-                if config.auth_token
-                else {},
-                on_fetch=context.stats.fetched,
-            )
-        )
         reader = ShardReader(
             storages,
             context.executor,
@@ -114,27 +120,67 @@ class WebDatasetSource:
             plan.keep_count,
         )
         slots = max(1, min(config.downloads, len(order)))
-        try:
-            mark, taken, held = _parse_state(state, slots, len(order), config)
-            samples = SlotStreamer(order, reader, context.stats).samples(mark)
-            if rng is None:
-                async with contextlib.aclosing(samples):
-                    async for raw, _, after in samples:
-                        yield raw, after
-                return
-            seed = config.seed if config.seed is not None else rng.getrandbits(64)
-            buffer = ShuffleBuffer(
-                config.shuffle_buffer_size,
-                shuffle_key(seed, context.epoch),
-                taken,
-                await _read_held(reader, order, held, config.downloads),
-            )
-            stream = shuffled(samples, buffer, mark)
-            async with contextlib.aclosing(stream):
-                async for raw, position in stream:
-                    yield raw, position
-        finally:
-            await storages.close()
+        mark, taken, held = _parse_state(state, slots, len(order), config)
+        samples = SlotStreamer(order, reader, context.stats).samples(mark)
+        if rng is None:
+            async with contextlib.aclosing(samples):
+                async for raw, _, after in samples:
+                    yield raw, after
+            return
+        seed = config.seed if config.seed is not None else rng.getrandbits(64)
+        buffer = ShuffleBuffer(
+            config.shuffle_buffer_size,
+            shuffle_key(seed, context.epoch),
+            taken,
+            await _read_held(reader, order, held, config.downloads),
+        )
+        stream = shuffled(samples, buffer, mark)
+        async with contextlib.aclosing(stream):
+            async for raw, position in stream:
+                yield raw, position
+
+
+def _storage_options(config: WebDatasetSourceConfig, context: SourceContext) -> StorageOptions:
+    environment = context.environment
+    return StorageOptions(
+        executor=context.executor,
+        attempts=environment.max_retries,
+        backoff_base_s=environment.backoff_base_s,
+        stall_timeout_s=environment.stall_timeout_s,
+        max_connections=config.downloads,
+        headers={"Authorization": f"Bearer {config.auth_token}"} if config.auth_token else {},
+        extra=config.storage_options,
+        on_fetch=context.stats.fetched,
+    )
+
+
+async def list_shards(url: str | list[str], storages: Storages) -> list[str]:
+    """Every shard `url` names: brace patterns expanded, prefixes listed (sorted .tar and
+    .tar.gz/.tgz keys below them); a prefix with no shard is a `SourceError`."""
+    shards: list[str] = []
+    for pattern in [url] if isinstance(url, str) else url:
+        expanded = expand_braces(pattern)
+        for one in expanded:
+            if not names_prefix(one, braced=len(expanded) > 1):
+                shards.append(one)
+                continue
+            listing = storages.for_url(one).list(one)
+            async with contextlib.aclosing(listing):
+                found = sorted([key async for key in listing if key.endswith(SHARD_SUFFIXES)])
+            if not found:
+                raise SourceError(f"source_config.url {one!r}: no .tar or .tar.gz shard under it")
+            shards += found
+    return shards
+
+
+def names_prefix(url: str, braced: bool = False) -> bool:
+    """Whether a `url` lists shards: it ends in `/`, or is an object-store URL, not from a
+    brace pattern, that names no shard file (`s3://bucket/train` lists `train*`)."""
+    if url.endswith("/"):
+        return True
+    if braced or url.endswith(SHARD_SUFFIXES):
+        return False
+    return storage_kind(url) == "object"
 
 
 def _parse_state(

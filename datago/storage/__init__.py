@@ -1,4 +1,4 @@
-"""Where bytes live: one small protocol over local files, http(s) and (later) object stores.
+"""Where bytes live: one small protocol over local files, http(s) and object stores.
 
 A source asks `storage_for(url, options)` for the `Storage` of a URL and never learns which
 one it got. Every implementation offers:
@@ -20,12 +20,13 @@ stream then reads a short rest of its body so that its connection is reused).
 Implementations count the bytes they receive through `options.on_fetch` (the pass's
 `stats.bytes_fetched`). Errors are `SourceError`s (`datago.errors`); a 401/403/404 or its
 object-store equivalent is not retried. The scheme decides the implementation:
-`http://`/`https://` -> `datago.storage.http.HttpStorage`; `file://` or a plain path ->
-`datago.storage.local.LocalStorage`; other schemes (s3://, gs://, az://) are refused here
-until `datago.storage.object_store` plugs in: one more branch in `storage_for`, building its
-store from `options.extra` (a source's `storage_options`) and the standard environment
-variables. Heavy clients (aiohttp, object-store SDKs) import lazily, inside `storage_for`.
-A source holds its storages in a `Storages` (one per scheme) and closes them at its end.
+`s3://`, `gs://`, `az://` (and their aliases), and an https URL of S3, GCS or Azure Blob
+without a query string (a presigned or SAS URL has one) ->
+`datago.storage.object_store.ObjectStore`, configured by `options.extra` (a source's
+`storage_options`) and the standard environment variables; other `http://`/`https://` ->
+`datago.storage.http.HttpStorage`; `file://` or a plain path ->
+`datago.storage.local.LocalStorage`. Heavy clients (aiohttp, obstore) import lazily, inside
+`storage_for`. A source holds its storages in a `Storages` (one per kind) and closes them.
 """
 
 from __future__ import annotations
@@ -37,7 +38,15 @@ from typing import Any, Protocol
 
 from datago.errors import ConfigError
 
-__all__ = ["Storage", "StorageOptions", "Storages", "is_http", "scheme_of", "storage_for"]
+__all__ = [
+    "Storage",
+    "StorageOptions",
+    "Storages",
+    "is_http",
+    "scheme_of",
+    "storage_for",
+    "storage_kind",
+]
 
 
 class Storage(Protocol):
@@ -84,34 +93,55 @@ def is_http(url: str) -> bool:
     return scheme_of(url) in ("http", "https")
 
 
-def storage_for(url: str, options: StorageOptions) -> Storage:
-    """A new storage able to read `url` (and every URL of the same scheme); close it after."""
+def storage_kind(url: str) -> str:
+    """Which storage reads `url`: "object", "http" or "file"; `ConfigError` for none."""
+    from datago.storage.object_store_url import OBJECT_SCHEMES, is_object_store_url
+
     scheme = scheme_of(url)
+    if scheme in OBJECT_SCHEMES:
+        return "object"
     if scheme in ("http", "https"):
+        signed = "?" in url  # presigned or SAS: a plain GET, as given
+        return "object" if not signed and is_object_store_url(url) else "http"
+    if scheme in ("", "file"):
+        return "file"
+    raise ConfigError(
+        f"no storage for {scheme}:// URLs ({url!r}); use a path, http(s), s3://, gs:// or az://"
+    )
+
+
+def storage_for(url: str, options: StorageOptions) -> Storage:
+    """A new storage able to read `url` (and every URL of the same kind); close it after."""
+    kind = storage_kind(url)
+    if kind == "object":
+        try:
+            from datago.storage.object_store import ObjectStore
+        except ImportError as exc:  # no obstore wheel for this platform
+            raise ConfigError(f"{url}: object stores need obstore ({exc})") from exc
+        return ObjectStore.from_options(options)
+    if kind == "http":
         from datago.storage.http import HttpStorage
 
         return HttpStorage(options)
-    if scheme in ("", "file"):
-        from datago.storage.local import LocalStorage
+    from datago.storage.local import LocalStorage
 
-        return LocalStorage(options)
-    raise ConfigError(f"no storage for {scheme}:// URLs ({url!r}); use a path or http(s)")
+    return LocalStorage(options)
 
 
 class Storages:
-    """The storages a source uses, one per scheme, made on first use with the same options."""
+    """The storages a source uses, one per kind, made on first use with the same options."""
 
     def __init__(self, options: StorageOptions) -> None:
         self.options = options
-        self._by_scheme: dict[str, Storage] = {}
+        self._by_kind: dict[str, Storage] = {}
 
     def for_url(self, url: str) -> Storage:
-        scheme = scheme_of(url) or "file"
-        if scheme not in self._by_scheme:
-            self._by_scheme[scheme] = storage_for(url, self.options)
-        return self._by_scheme[scheme]
+        kind = storage_kind(url)
+        if kind not in self._by_kind:
+            self._by_kind[kind] = storage_for(url, self.options)
+        return self._by_kind[kind]
 
     async def close(self) -> None:
-        for storage in self._by_scheme.values():
+        for storage in self._by_kind.values():
             await storage.close()
-        self._by_scheme.clear()
+        self._by_kind.clear()

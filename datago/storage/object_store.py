@@ -11,9 +11,10 @@ bucket or credentials are not retried. Every failure is a `SourceError` naming t
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -28,14 +29,15 @@ from obstore.exceptions import (
 from obstore.store import AzureStore, GCSStore, S3Store
 
 from datago.errors import ConfigError, SourceError
-from datago.sources.http import RESUME_PROGRESS_BYTES, backoff_delay
+from datago.storage import StorageOptions
+from datago.storage.http import RESUME_PROGRESS_BYTES, backoff_delay
 from datago.storage.object_store_url import ObjectLocation, parse_url
 
 if TYPE_CHECKING:
     from obstore import GetOptions
     from obstore.store import ClientConfig
 
-__all__ = ["ObjectLocation", "ObjectStore", "parse_url"]
+__all__ = ["ObjectLocation", "ObjectStore", "ObjectStoreError", "parse_url"]
 
 T = TypeVar("T")
 
@@ -76,6 +78,15 @@ _CREDENTIAL_VARIABLES = {
     "gcs": "GOOGLE_APPLICATION_CREDENTIALS (or a metadata-server identity)",
     "azure": "AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_TOKEN (or a managed identity)",
 }
+_CREDENTIAL_KEYS = (
+    "access_key_id",
+    "session_token",
+    "application_credentials",
+    "service_account_key",
+    "account_key",
+    "sas_key",
+    "bearer_token",
+)
 _QUIESCE_S = 0.02
 
 
@@ -99,10 +110,12 @@ class ObjectStore:
         backoff_base_s: float = 0.1,
         throttle_base_s: float = 1.0,
         chunk_bytes: int = CHUNK_BYTES,
+        on_fetch: Callable[[int], None] | None = None,
     ) -> None:
         if attempts < 1:
             raise ConfigError(f"attempts must be >= 1, got {attempts}")
         self.attempts = attempts
+        self.on_fetch = on_fetch or _ignore
         self.options = dict(options or {})
         self.env = dict(env or {})
         self.timeout_s = timeout_s
@@ -110,9 +123,24 @@ class ObjectStore:
         self.backoff_base_s = backoff_base_s
         self.throttle_base_s = throttle_base_s
         self.chunk_bytes = chunk_bytes
-        self._stores: dict[tuple[str, str, str], Any] = {}
+        self._stores: dict[tuple[str, str, str, bool], Any] = {}
 
-    async def list(self, prefix_url: str) -> AsyncIterator[str]:
+    @classmethod
+    def from_options(
+        cls, options: StorageOptions, env: Mapping[str, str] = os.environ
+    ) -> ObjectStore:
+        """The store `storage_for` makes: `options.extra` is the source's `storage_options`."""
+        return cls(
+            attempts=options.attempts,
+            options=options.extra,
+            env=env,
+            timeout_s=options.timeout_s,
+            stall_timeout_s=options.stall_timeout_s,
+            backoff_base_s=options.backoff_base_s,
+            on_fetch=options.on_fetch,
+        )
+
+    async def list(self, prefix_url: str) -> AsyncGenerator[str, None]:
         """The URLs of the objects under a prefix, page by page, in key order.
 
         A URL ending in `/` (or a bare bucket) lists that folder, recursively; otherwise
@@ -145,7 +173,7 @@ class ObjectStore:
                     raise _source_error("LIST", prefix_url, exc, failures) from exc
                 await asyncio.sleep(delay)
 
-    async def stream(self, url: str, start: int = 0) -> AsyncIterator[bytes]:
+    async def stream(self, url: str, start: int = 0) -> AsyncGenerator[bytes, None]:
         """The object's bytes from `start` on, in chunks, resumed with a ranged read on faults.
 
         `attempts` bounds the failures in a row; one after `RESUME_PROGRESS_BYTES` of
@@ -166,6 +194,7 @@ class ObjectStore:
                 async for chunk in result.stream(min_chunk_size=self.chunk_bytes):
                     received += len(chunk)
                     delivered += len(chunk)
+                    self.on_fetch(len(chunk))
                     yield chunk
                 if received < size:
                     raise ConnectionError(f"the body ended at byte {received} of {size}")
@@ -179,17 +208,27 @@ class ObjectStore:
                     raise _source_error("GET", url, exc, failures, received) from exc
                 await asyncio.sleep(delay)
 
-    async def read(self, url: str) -> bytes:
-        """The whole object; each attempt must end within `timeout_s`."""
+    async def read(self, url: str, start: int = 0, end: int | None = None) -> bytes:
+        """Bytes [start, end) of the object (to its end when `end` is None), in one piece;
+        each attempt must end within `timeout_s`."""
         location = parse_url(url)
         store = self._store(location)
+        if end is not None and end <= start:
+            return b""
+        options: GetOptions = {}
+        if end is not None:
+            options["range"] = (start, end)
+        elif start:
+            options["range"] = {"offset": start}
 
         async def attempt() -> bytes:
             async with asyncio.timeout(self.timeout_s):
-                result = await obstore.get_async(store, location.key)
+                result = await obstore.get_async(store, location.key, options=options)
                 return bytes(await result.bytes_async())
 
-        return await self._retrying("GET", url, attempt)
+        data = await self._retrying("GET", url, attempt)
+        self.on_fetch(len(data))
+        return data
 
     async def close(self) -> None:
         """Forget the stores; then let obstore's threads leave Python before the loop ends.
@@ -228,7 +267,7 @@ class ObjectStore:
 
     def _store(self, location: ObjectLocation) -> Any:
         """The obstore store of a location's bucket, built once from `options` and `env`."""
-        ident = (location.kind, location.bucket, location.account)
+        ident = (location.kind, location.bucket, location.account, location.quoted)
         store = self._stores.get(ident)
         if store is None:
             store = self._stores[ident] = self._build(location)
@@ -255,6 +294,8 @@ class ObjectStore:
                 config["skip_signature"] = bool(value)
             else:
                 config["endpoint" if key == "endpoint_url" else key] = value
+        if location.quoted and "skip_signature" not in config and not _has_credentials(config):
+            config["skip_signature"] = True  # an https URL read as before, unsigned
         if str(config.get("endpoint") or config.get("base_url") or "").startswith("http://"):
             client.setdefault("allow_http", True)
         kinds = {"s3": S3Store, "gcs": GCSStore, "azure": AzureStore}
@@ -272,6 +313,26 @@ class ObjectStore:
             if location.kind == "azure" and "account" in str(exc).lower():
                 hint = "; set AZURE_STORAGE_ACCOUNT_NAME or storage_options account_name"
             raise SourceError(f"{location.url}: {_first_line(exc)}{hint}") from exc
+
+
+class ObjectStoreError(SourceError):
+    """A failed object-store request; `status` is the HTTP status behind it, if any."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+    def __reduce__(self) -> tuple[type[ObjectStoreError], tuple[str, int | None]]:
+        return type(self), (str(self), self.status)
+
+
+def _has_credentials(config: Mapping[str, Any]) -> bool:
+    """Whether the store's config (from `env` and `options`) names credentials."""
+    return any(key in config for key in _CREDENTIAL_KEYS)
+
+
+def _ignore(size: int) -> None:
+    pass
 
 
 def _status(exc: BaseException) -> int | None:
@@ -311,7 +372,7 @@ def _is_credential_failure(exc: BaseException) -> bool:
 
 def _source_error(
     op: str, url: str, exc: BaseException, attempts: int, at_byte: int | None = None
-) -> SourceError:
+) -> ObjectStoreError:
     """A one-line error naming the URL and the cause: the status, the store's code, the fix."""
     where = f" at byte {at_byte}" if at_byte else ""
     status, text = _status(exc), str(exc)
@@ -334,7 +395,7 @@ def _source_error(
         cause = f"HTTP {status}{detail} after {attempts} attempt(s)"
     else:
         cause = f"{type(exc).__name__} after {attempts} attempt(s): {_first_line(exc)}"
-    return SourceError(f"{op} {url}{where}: {cause}")
+    return ObjectStoreError(f"{op} {url}{where}: {cause}", status)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -18,7 +18,7 @@ from urllib.parse import quote, unquote, urlsplit
 from datago.errors import SourceError
 
 Kind = Literal["s3", "gcs", "azure"]
-_SCHEMES: dict[str, Kind] = {
+OBJECT_SCHEMES: dict[str, Kind] = {
     "s3": "s3",
     "s3a": "s3",
     "gs": "gcs",
@@ -56,7 +56,7 @@ def parse_url(url: str) -> ObjectLocation:
     """The store, bucket and key an object-store URL names; `SourceError` if it names none."""
     parts = urlsplit(url)
     scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
-    kind = _SCHEMES.get(scheme)
+    kind = OBJECT_SCHEMES.get(scheme)
     if kind is not None:
         netloc = parts.netloc
         bucket, account = netloc, ""

@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from datago.errors import ConfigError, SourceError
-from datago.storage import Storage, StorageOptions, Storages, scheme_of, storage_for
+from datago.storage import (
+    Storage,
+    StorageOptions,
+    Storages,
+    scheme_of,
+    storage_for,
+    storage_kind,
+)
 from tests.helpers import Server
 
 BODY = os.urandom(3 << 20)
@@ -98,5 +105,18 @@ def test_the_scheme_picks_the_storage() -> None:
         "s3",
         "",
     ]
-    with pytest.raises(ConfigError, match="no storage for s3://"):
-        storage_for("s3://bucket/key", StorageOptions())
+    with pytest.raises(ConfigError, match="no storage for ftp://"):
+        storage_for("ftp://host/key", StorageOptions())
+    kinds = {
+        "s3://b/k": "object",
+        "GS://b/k": "object",
+        "az://c/k": "object",
+        "https://storage.googleapis.com/b/k.tar": "object",
+        "https://b.s3.us-east-1.amazonaws.com/k.tar": "object",
+        "https://b.s3.amazonaws.com/k.tar?X-Amz-Signature=00": "http",  # presigned: as given
+        "https://acct.blob.core.windows.net/c/k.tar?sv=2024&sig=00": "http",  # SAS
+        "http://127.0.0.1:8080/k.tar": "http",
+        "/data/k.tar": "file",
+        "file:///data/k.tar": "file",
+    }
+    assert {url: storage_kind(url) for url in kinds} == kinds
