@@ -137,6 +137,7 @@ class ObjectStore:
             timeout_s=options.timeout_s,
             stall_timeout_s=options.stall_timeout_s,
             backoff_base_s=options.backoff_base_s,
+            throttle_base_s=10 * options.backoff_base_s,
             on_fetch=options.on_fetch,
         )
 

@@ -1,8 +1,9 @@
 """Object stores on loopback for tests: moto's S3 server, a fault-injecting proxy, Azurite.
 
 `moto_s3()` runs moto's real S3 server (`ThreadedMotoServer`) on 127.0.0.1 in a thread;
-`S3Proxy` forwards every request to it from its own port, logs each one (`S3Proxy.requests`)
-and breaks the ones its `fault` rule picks: an error status with headers, or a body cut short.
+`S3Proxy` forwards every request to it from its own port, logs each one (`S3Proxy.requests`,
+with the body bytes sent) and breaks the ones its `fault` rule picks: an error status with
+headers, or a body cut short; `proxy_in_thread` runs one for blocking tests.
 `azurite()` runs Azure's storage emulator (npm `azurite`) when it is installed.
 """
 
@@ -17,6 +18,7 @@ import re
 import shutil
 import socket
 import subprocess
+import threading
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -91,6 +93,7 @@ class Seen:
     headers: dict[str, str]
     status: int | None = None
     fault: str = ""
+    sent: int = 0  # body bytes forwarded to the client
 
     @property
     def range_start(self) -> int:
@@ -193,6 +196,7 @@ class S3Proxy:
             async for chunk in upstream.content.iter_chunked(64 << 10):
                 if fault and fault.cut_after is not None and sent + len(chunk) > fault.cut_after:
                     await response.write(chunk[: fault.cut_after - sent])
+                    seen.sent += fault.cut_after - sent
                     await asyncio.sleep(0.05)  # let the bytes leave before the cut
                     seen.fault = f"cut at {fault.cut_after}"
                     assert request.transport is not None
@@ -200,8 +204,26 @@ class S3Proxy:
                     return response
                 await response.write(chunk)
                 sent += len(chunk)
+                seen.sent += len(chunk)
             await response.write_eof()
             return response
+
+
+@contextmanager
+def proxy_in_thread(upstream: str, fault: Rule | None = None) -> Iterator[S3Proxy]:
+    """An `S3Proxy` serving from its own thread and loop, for tests that block (a client)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="s3-proxy", daemon=True)
+    thread.start()
+    proxy = S3Proxy(upstream, fault)
+    asyncio.run_coroutine_threadsafe(proxy.__aenter__(), loop).result(10)
+    try:
+        yield proxy
+    finally:
+        asyncio.run_coroutine_threadsafe(proxy.__aexit__(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
 
 
 AZURITE_ACCOUNT = "devstoreaccount1"
