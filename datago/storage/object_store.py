@@ -96,7 +96,8 @@ class ObjectStore:
     `options` is a source's `storage_options`: obstore's keys for the store (`endpoint`,
     `region`, `access_key_id`, `account_name`, ...), its client keys (`allow_http`,
     `timeout`, ...), and `anonymous: true` for public buckets (requests are not signed).
-    `env` supplies each store's standard variables; `options` win over it.
+    `env` supplies each store's standard variables; `options` win over it. An https URL is
+    read unsigned unless credentials are configured or `anonymous` is false.
     """
 
     def __init__(
