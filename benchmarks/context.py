@@ -73,7 +73,8 @@ def header(context: dict[str, Any], argv: list[str], settings: str) -> str:
             f"- machine: {context['machine']}; load average (1/5/15 min) {load} before, "
             f"{load_after} after",
             f"- versions: {context['versions']}",
-            f"- HTTP server for the wds rows: {context['server']} on 127.0.0.1",
+            f"- HTTP server for the wds rows: {context['server']} on 127.0.0.1; S3 for the s3 "
+            "rows: moto_server (Python) on 127.0.0.1; `server CPU`: their CPU per image",
             f"- settings: {settings}",
             "- img/s: median over runs (min..max); ratios compare medians; machine busy: cores",
             "  the whole machine used during a run (this loader, the server and anything else)",

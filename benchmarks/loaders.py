@@ -24,6 +24,7 @@ from datago.imaging.buckets import BucketTable
 
 # Imported before the timer, as every loader's modules are (open_source imports them lazily).
 from datago.sources import dataroom, webdataset  # noqa: F401
+from datago.storage import http, object_store  # noqa: F401
 
 Spec = dict[str, Any]
 Pixels = np.ndarray[Any, Any]

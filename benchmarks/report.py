@@ -66,8 +66,9 @@ def _summary(runs: dict[tuple[str, str], list[Row]], workloads: list[str]) -> li
 def _details(runs: dict[tuple[str, str], list[Row]], workloads: list[str]) -> list[str]:
     lines = [
         "| workload | loader | img/s | min..max | MB/s | first sample s | consumer CPU "
-        "(% of a core) | process CPU (cores) | machine busy (cores) | CPU ms/img | runs | checks |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "(% of a core) | process CPU (cores) | machine busy (cores) | CPU ms/img | "
+        "server CPU ms/img | runs | checks |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for workload in workloads:
         megapixels = max(
@@ -85,10 +86,12 @@ def _details(runs: dict[tuple[str, str], list[Row]], workloads: list[str]) -> li
             cores = _median(found, "process_cpu_s", per="wall_s")
             machine = _median(found, "machine_busy_cores")
             cpu_ms = _median(found, "process_cpu_s", per="samples") * 1e3
+            served = all("server_cpu_s" in row for row in found)
+            server_ms = f"{_median(found, 'server_cpu_s', per='samples') * 1e3:.1f}"
             lines.append(
                 f"| {workload} | {name} | **{rate:.1f}** | {lo:.1f}..{hi:.1f} | {mb:.1f} | "
-                f"{first:.3f} | {consumer:.0f}% | {cores:.2f} | {machine:.2f} | {cpu_ms:.1f} | {len(found)} | "
-                f"{_checks(found, megapixels)} |"
+                f"{first:.3f} | {consumer:.0f}% | {cores:.2f} | {machine:.2f} | {cpu_ms:.1f} | "
+                f"{server_ms if served else '-'} | {len(found)} | {_checks(found, megapixels)} |"
             )
     return lines
 

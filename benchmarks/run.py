@@ -39,6 +39,8 @@ from benchmarks.datasets import (
     prepare_shards,
     shard_pattern,
 )
+from benchmarks.s3serve import BUCKET as S3_BUCKET
+from benchmarks.s3serve import MotoServer, moto_command, tree_cpu_s
 from benchmarks.serve import StaticServer
 from datago.cli import bucket_config
 from datago.imaging.buckets import BucketTable
@@ -72,10 +74,11 @@ class Workload:
 
     @property
     def impls(self) -> list[str]:
-        # The raw limit, torch and DALI read files; over HTTP the webdataset library competes.
+        # The raw limit, torch and DALI read files; over HTTP the webdataset library competes;
+        # from S3 (moto) only ours: the Rust wheel reads no S3.
         if self.source == "files":
             return ["raw", "torch", "dali", "rust", "ours"]
-        return ["wds", "rust", "ours"]
+        return ["wds", "rust", "ours"] if self.source == "wds" else ["ours"]
 
 
 WORKLOADS = [
@@ -83,7 +86,7 @@ WORKLOADS = [
     for image_set in ("jpg", "lowres", "png")
     for source in ("files", "wds")
     for task in ("decode", "resize")
-]
+] + [Workload("jpg", "s3", task) for task in ("decode", "resize")]
 
 
 def main() -> None:
@@ -95,13 +98,16 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     results = out.with_name(out.name + ".jsonl")
     workloads = [w for w in WORKLOADS if not args.workloads or w.name in args.workloads]
+    if moto_command() is None and any(w.source == "s3" for w in workloads):
+        print("moto_server not installed (pip install 'moto[server]'): no s3 rows", file=sys.stderr)
+        workloads = [w for w in workloads if w.source != "s3"]
     impls = [impl for impl in args.impls if installed(impl)]
     data = prepare(workloads, COUNTS[size])
     context = measured_under(ROOT, RUST_PYTHON, PEER_PYTHON)
-    with serve_if_needed(workloads) as base_url, results.open("w") as lines:
+    with serve_if_needed(workloads, data) as servers, results.open("w") as lines:
         for rep in range(args.repeat or (1 if args.quick else 3)):
             for workload in workloads:
-                for row in run_workload(workload, impls, rep, data[workload.name], base_url):
+                for row in run_workload(workload, impls, rep, data[workload.name], servers):
                     lines.write(json.dumps(row) + "\n")
                     lines.flush()
     context["load_after"] = os.getloadavg()
@@ -134,14 +140,19 @@ def installed(impl: str) -> bool:
 
 
 def run_workload(
-    workload: Workload, impls: list[str], rep: int, data: Prepared, base_url: str
+    workload: Workload, impls: list[str], rep: int, data: Prepared, servers: Servers
 ) -> Iterator[dict[str, Any]]:
-    """One repetition of every selected loader on a workload, the order rotated per rep."""
+    """One repetition of every selected loader on a workload, the order rotated per rep;
+    a served workload's rows carry the server's CPU seconds (`server_cpu_s`)."""
     order = [impl for impl in workload.impls if impl in impls]
     shift = rep % len(order) if order else 0
+    server = {"wds": servers.http_pid, "s3": servers.s3_pid}.get(workload.source)
     for impl in order[shift:] + order[:shift]:
-        spec = make_spec(workload, impl, data, base_url)
+        spec = make_spec(workload, impl, data, servers)
+        before = tree_cpu_s(server) if server else 0.0
         row = {**spec, "rep": rep, **measure(spec)}
+        if server:
+            row["server_cpu_s"] = tree_cpu_s(server) - before
         for key in ("config", "buckets", "files", "urls", "file_buckets", "key_buckets"):
             row.pop(key, None)
         print(progress_line(row), file=sys.stderr)
@@ -176,24 +187,44 @@ def prepare(workloads: list[Workload], counts: dict[str, int]) -> dict[str, Prep
     return data
 
 
+@dataclass(frozen=True)
+class Servers:
+    """The loopback servers of a run: nginx (or aiohttp) for `wds`, moto's S3 for `s3`."""
+
+    http_url: str = ""
+    http_pid: int = 0
+    s3_options: dict[str, str] | None = None
+    s3_pid: int = 0
+
+
 @contextlib.contextmanager
-def serve_if_needed(workloads: list[Workload]) -> Iterator[str]:
-    if not any(workload.source == "wds" for workload in workloads):
-        yield ""
-        return
-    with StaticServer(DATA) as server:
-        yield server.url
+def serve_if_needed(workloads: list[Workload], data: dict[str, Prepared]) -> Iterator[Servers]:
+    """The servers the workloads read from; the `s3` shards uploaded to moto first."""
+    sources = {workload.source for workload in workloads}
+    with contextlib.ExitStack() as stack:
+        servers = Servers()
+        if "wds" in sources:
+            http = stack.enter_context(StaticServer(DATA))
+            servers = Servers(http.url, http.pid)
+        if "s3" in sources:
+            s3 = stack.enter_context(MotoServer())
+            shards = {shard for w in workloads if w.source == "s3" for shard in data[w.name].files}
+            for shard in sorted(shards):
+                s3.put(f"{shard.parent.name}/{shard.name}", shard.read_bytes())
+            servers = Servers(servers.http_url, servers.http_pid, s3.storage_options(), s3.pid)
+        yield servers
 
 
-def make_spec(workload: Workload, impl: str, data: Prepared, base_url: str) -> dict[str, Any]:
+def make_spec(workload: Workload, impl: str, data: Prepared, servers: Servers) -> dict[str, Any]:
     """What one measurement process needs; ours and Rust get the same datago config."""
     if workload.source == "files":
         source: dict[str, Any] = {
             "source_type": "file",
             "source_config": {"root_path": str(data.folder)},
         }
-    else:
-        url = f"{base_url}/{shard_pattern(data)}"
+    else:  # the same shards and pattern over HTTP, or in moto's bucket
+        served = workload.source == "wds"
+        url = f"{servers.http_url if served else 's3://' + S3_BUCKET}/{shard_pattern(data)}"
         source = {
             "source_type": "webdataset",
             "source_config": {
@@ -202,6 +233,8 @@ def make_spec(workload: Workload, impl: str, data: Prepared, base_url: str) -> d
                 "reference_image_type": IMAGE_SETS[workload.image_set].suffix,
             },
         }
+        if not served:
+            source["source_config"]["storage_options"] = servers.s3_options
     config = {
         **source,
         "limit": data.count,
@@ -222,7 +255,7 @@ def make_spec(workload: Workload, impl: str, data: Prepared, base_url: str) -> d
         table = BucketTable.build(IMAGE_SIZE, 32, 0.5, 2.0)
         spec["buckets"] = [list(size) for size in table.sizes.values()]
     if impl in ("dali", "wds"):
-        spec.update(peer_spec(workload, data, base_url))
+        spec.update(peer_spec(workload, data, servers.http_url))
     return spec
 
 

@@ -53,6 +53,12 @@ class StaticServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int:
+        """The server's process (nginx's master; its worker is a child)."""
+        assert self._process is not None
+        return self._process.pid
+
     def __enter__(self) -> StaticServer:
         if self.kind == "nginx":
             conf = Path(self._tmp.name) / "nginx.conf"
