@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 
 from datago import ConfigError, DatagoClient, SourceError
-from datago.config import Environment
-from tests.conftest import encode, photo
+from datago.config import ClientConfig, Environment
+from tests.helpers import encode, ids_of, photo, sample_spans, write_noisy_shards
 from tests.helpers.object_stores import (
+    AWS_VARIABLES,
     KEYS,
     Fault,
     MotoS3,
@@ -30,19 +31,16 @@ from tests.helpers.object_stores import (
     proxy_in_thread,
     s3_error,
 )
-from tests.storage.test_object_store import AWS_VARIABLES
-from tests.test_resume import ids_of
-from tests.test_resume_seek import sample_spans, write_dataset
 
 BUCKET = "train"
-SHARDS, PER_SHARD = 6, 50  # write_dataset's: samples sNNNN of a JPEG and 24 KB of noise
+SHARDS, PER_SHARD = 6, 50  # samples sNNNN of a JPEG and 24 KB of noise
 MANY = [f"many/{i:05d}.jpg" for i in range(2500)]  # three listing pages
 IMAGES = {f"imgs/{'ab'[i % 2]}/{i:03d}.jpg": (16 + i % 5, 12 + i % 3) for i in range(30)}
 
 
 @pytest.fixture(scope="module")
 def shard_bytes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
-    return write_dataset(tmp_path_factory.mktemp("shards"))
+    return write_noisy_shards(tmp_path_factory.mktemp("shards"), SHARDS, PER_SHARD)
 
 
 @pytest.fixture(scope="module")
@@ -307,7 +305,7 @@ def test_a_denied_file_ends_the_stream_with_its_url_and_status(proxy: S3Proxy) -
         DatagoClient(files(proxy), environment=fast()) as client,
         pytest.raises(SourceError) as caught,
     ):
-        ids_of(client)
+        list(client)  # iterating raises what the pass failed with
     assert f"s3://{BUCKET}/imgs/b/007.jpg" in str(caught.value)
     assert "HTTP 403 (AccessDenied)" in str(caught.value)
     assert len(gets(proxy, "007")) == 1
@@ -333,7 +331,7 @@ def test_a_missing_bucket_or_empty_prefix_is_a_source_error_naming_it(
         DatagoClient(config, environment=fast()) as client,
         pytest.raises(SourceError, match=message),
     ):
-        ids_of(client)
+        list(client)
     assert len(proxy.requests) == 1  # a 404 is not retried
 
 
@@ -342,13 +340,13 @@ def test_an_unknown_scheme_or_option_is_a_config_error(proxy: S3Proxy) -> None:
         pytest.raises(ConfigError, match="ftp://"),
         DatagoClient(wds(proxy, "ftp://host/shard.tar"), environment=fast()) as client,
     ):
-        ids_of(client)
+        list(client)
     config = wds(proxy, f"s3://{BUCKET}/wds/", storage_options={"acess_key_id": "typo"})
     with (
         pytest.raises(ConfigError, match="acess_key_id"),
         DatagoClient(config, environment=fast()) as client,
     ):
-        ids_of(client)
+        list(client)
 
 
 def test_storage_options_must_be_an_object() -> None:
@@ -357,4 +355,4 @@ def test_storage_options_must_be_an_object() -> None:
         "source_config": {"root_path": "s3://b/", "storage_options": 1},
     }
     with pytest.raises(ConfigError, match="storage_options must be of type object"):
-        DatagoClient(config)
+        ClientConfig.from_dict(config)

@@ -9,9 +9,7 @@ offsets: at most 20 % of the data set's bytes.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
-import tarfile
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -31,6 +29,7 @@ from tests.helpers import (
     file_config,
     ids_of,
     path_of,
+    sample_spans,
     small_jpeg,
     write_catalogue,
     write_images,
@@ -44,17 +43,6 @@ TOKEN = "s3cret"
 
 def fast() -> Environment:
     return replace(Environment.from_env(), backoff_base_s=0.01, stall_timeout_s=5.0)
-
-
-def sample_spans(data: bytes) -> dict[str, tuple[int, int]]:
-    """Each sample's tar bytes [first header, end of its last member's data)."""
-    spans: dict[str, tuple[int, int]] = {}
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        for info in tar:
-            key = info.name.split(".")[0]
-            end = info.offset_data + -(-info.size // 512) * 512
-            spans[key] = (spans.get(key, (info.offset, 0))[0], end)
-    return spans
 
 
 def config_of(url: str, **source: Any) -> dict[str, Any]:

@@ -8,7 +8,7 @@
 - `reference`: `reference_bucket_resize` (upstream's resize replicated), `assert_close`.
 - `shards`: `sample_members`, `write_tar`, `write_shards`, `shard_files` (shards as bytes to
   serve), `write_noisy_shards` (a JPEG and 24 KB of noise per sample: for counting bytes),
-  hand-written tar: `raw_header`, `raw_member`, `pax_member`, `raw_tar`.
+  `sample_spans` (each sample's tar bytes), hand-written tar: `raw_header`, `raw_member`, `pax_member`, `raw_tar`.
 - `configs`: `file_config` (a `file` source), `wds_source` (a `WebDatasetSourceConfig`).
 - `reading`: `ids_of(client, count)`, `iter_webdataset` / `collect_wds(source)` (the
   webdataset node's raw samples, with `FAST` retries), `datago_threads()`.
@@ -23,6 +23,8 @@
   tests/test_helpers_server.py.
 - `faults`: `Fault` (error, reset, hang, cut, stall, delay, trickle, slow_tail, change) and
   the rules that pick requests for it: `always`, `first`, `script`, or any function of `Logged`.
+- `object_stores` (imported as a module: it loads moto): moto's S3 server, `S3Proxy` (logs
+  and breaks S3 requests), Azurite, `AWS_VARIABLES`.
 """
 
 from tests.helpers.configs import file_config, wds_source
@@ -55,6 +57,7 @@ from tests.helpers.shards import (
     raw_member,
     raw_tar,
     sample_members,
+    sample_spans,
     shard_files,
     write_noisy_shards,
     write_shards,
@@ -97,6 +100,7 @@ __all__ = [
     "raw_tar",
     "reference_bucket_resize",
     "sample_members",
+    "sample_spans",
     "script",
     "shard_files",
     "small_jpeg",

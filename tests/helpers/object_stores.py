@@ -16,7 +16,6 @@ import hmac
 import os
 import re
 import shutil
-import socket
 import subprocess
 import threading
 import urllib.request
@@ -33,15 +32,23 @@ from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.s3.models import s3_backends
 from moto.server import ThreadedMotoServer
 
+from tests.helpers.servers import free_port
+
 KEYS = {"access_key_id": "testing-key", "secret_access_key": "testing-secret"}
 """Credentials moto accepts (it checks none); tests look for the key id in signatures."""
+AWS_VARIABLES = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_METADATA_ENDPOINT",
+)
+"""Variables obstore reads from the process: tests clear them (a developer's AWS setup)."""
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

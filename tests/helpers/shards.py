@@ -79,6 +79,17 @@ def write_noisy_shards(
     return {p.name: p.read_bytes() for p in sorted(folder.glob(f"shard-*{suffix}"))}
 
 
+def sample_spans(data: bytes) -> dict[str, tuple[int, int]]:
+    """Each sample's tar bytes [first header, end of its last member's data)."""
+    spans: dict[str, tuple[int, int]] = {}
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        for info in tar:
+            key = info.name.split(".")[0]
+            end = info.offset_data + -(-info.size // 512) * 512
+            spans[key] = (spans.get(key, (info.offset, 0))[0], end)
+    return spans
+
+
 def raw_header(name: bytes, size: int = 0, kind: bytes = b"0", size_field: bytes = b"") -> bytes:
     """A ustar header written by hand, so that any name bytes and size field can go in."""
     header = bytearray(BLOCK)

@@ -18,7 +18,16 @@ import pytest
 
 from datago.errors import ConfigError, SourceError
 from datago.storage.object_store import ObjectStore
-from tests.helpers.object_stores import KEYS, Fault, MotoS3, S3Proxy, first, moto_s3, s3_error
+from tests.helpers.object_stores import (
+    AWS_VARIABLES,
+    KEYS,
+    Fault,
+    MotoS3,
+    S3Proxy,
+    first,
+    moto_s3,
+    s3_error,
+)
 
 BUCKET = "data"
 PUBLIC = "open-data"
@@ -26,17 +35,6 @@ BIG = os.urandom(3_000_000)
 MANY = [f"many/{i:05d}.jpg" for i in range(2100)]  # three pages of up to 1000 keys
 PREFIXED = ["p/a1", "p/a2", "p/b", "pa"]
 ODD_KEY = "sp ace/é+%.bin"
-AWS_VARIABLES = [
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT",
-    "AWS_WEB_IDENTITY_TOKEN_FILE",
-    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-    "AWS_METADATA_ENDPOINT",
-]
 
 
 @pytest.fixture(scope="module")
