@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from datago import DatagoClient
 from datago.errors import SourceError
 from datago.storage.object_store import ObjectStore
+from tests.helpers import path_of, small_jpeg, write_noisy_shards
 from tests.helpers.object_stores import (
     AZURITE_ACCOUNT,
     AZURITE_KEY,
@@ -37,6 +39,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
         emulator.put("cont", "big.bin", BODY)
         for key in KEYS:
             emulator.put("cont", key, key.encode())
+        shards = write_noisy_shards(tmp_path_factory.mktemp("shards"), 2, 5)
+        for name, data in shards.items():
+            emulator.put("cont", f"wds/{name}", data)
+        for index in range(3):
+            emulator.put("cont", f"imgs/{index}.jpg", small_jpeg(index))
         yield emulator
 
 
@@ -81,3 +88,19 @@ async def test_azure_errors_name_the_url_and_the_status(server: Azurite) -> None
         "GET az://nocont/x.tar: HTTP 404 (ContainerNotFound): the bucket does not exist"
     )
     assert str(denied.value).startswith("GET az://cont/big.bin: HTTP 403 (AuthorizationFailure)")
+
+
+def test_the_sources_read_az_prefixes_through_the_client(server: Azurite) -> None:
+    options = {
+        "endpoint": server.endpoint,
+        "account_name": AZURITE_ACCOUNT,
+        "account_key": AZURITE_KEY,
+    }
+    shards = {"url": "az://cont/wds/", "concurrent_downloads": 1, "storage_options": options}
+    with DatagoClient({"source_type": "webdataset", "source_config": shards}) as client:
+        assert [sample.id for sample in client] == [f"s{i:04d}" for i in range(10)]
+    images = {"root_path": "az://cont/imgs", "storage_options": options}
+    with DatagoClient({"source_type": "file", "source_config": images}) as client:
+        assert [path_of(sample.id) for sample in client] == [
+            f"az://cont/imgs/{index}.jpg" for index in range(3)
+        ]

@@ -41,6 +41,18 @@ async def test_anonymous_gs_reads_are_unsigned_gets_of_bucket_and_key() -> None:
     assert "Authorization" not in seen.headers
 
 
+async def test_an_https_url_is_read_unsigned_when_no_credentials_are_configured() -> None:
+    async with S3Proxy("http://127.0.0.1:9", fault=lambda seen: s3_error(404, "NoSuchKey")) as gcs:
+        store = ObjectStore(attempts=3, options={"base_url": gcs.endpoint})  # no `anonymous`
+        try:
+            with pytest.raises(SourceError, match="HTTP 404"):
+                await store.read("https://storage.googleapis.com/bkt/k.tar")
+        finally:
+            await store.close()
+    [seen] = gcs.requests
+    assert unquote(seen.path_qs) == "/bkt/k.tar" and "Authorization" not in seen.headers
+
+
 async def test_a_missing_credentials_file_is_named() -> None:
     store = ObjectStore(attempts=1, env={"GOOGLE_APPLICATION_CREDENTIALS": "/no/such/key.json"})
     try:
