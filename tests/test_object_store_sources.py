@@ -52,6 +52,8 @@ def moto(shard_bytes: dict[str, bytes]) -> Iterator[MotoS3]:
         server.put(BUCKET, "wds/README.txt", b"not a shard")
         server.put(BUCKET, "mixed/b.tar.gz", gzip.compress(shard_bytes["shard-001.tar"]))
         server.put(BUCKET, "mixed/a.tar", shard_bytes["shard-000.tar"])
+        for name in ("shard-000.tar", "shard-001.tar"):
+            server.put(BUCKET, f"grow/{name}", shard_bytes[name])
         for key, (width, height) in IMAGES.items():
             server.put(BUCKET, key, encode(photo(width, height, seed=len(key)), "JPEG"))
         server.put(BUCKET, "imgs/notes.txt", b"not an image")
@@ -234,6 +236,34 @@ def test_resuming_shards_reads_each_left_shard_once_from_a_sample_start(
     assert any(seen.range_start for seen in requests)
     assert fetched == sum(seen.sent for seen in requests)
     assert fetched < 0.5 * sum(map(len, shard_bytes.values()))
+
+
+def test_a_listed_prefix_resumes_and_refuses_a_state_of_other_shards(
+    moto: MotoS3, shard_bytes: dict[str, bytes]
+) -> None:
+    url = f"s3://{BUCKET}/grow/"
+    with (
+        proxy_in_thread(moto.endpoint) as proxy,
+        DatagoClient(wds(proxy, url), environment=fast()) as client,
+    ):
+        head = ids_of(client, 30)
+        state = json.loads(json.dumps(client.state_dict()))
+    assert len(state["source"]["listing"]) == 16  # the listed shards' digest
+    with (
+        proxy_in_thread(moto.endpoint) as proxy,
+        DatagoClient(wds(proxy, url), environment=fast()) as client,
+    ):
+        client.load_state_dict(state)
+        rest = ids_of(client)
+    assert head + rest == ALL_KEYS[: 2 * PER_SHARD]
+    moto.put(BUCKET, "grow/shard-000a.tar", shard_bytes["shard-002.tar"])  # sorts second
+    with (
+        proxy_in_thread(moto.endpoint) as proxy,
+        DatagoClient(wds(proxy, url), environment=fast()) as client,
+    ):
+        client.load_state_dict(state)
+        with pytest.raises(SourceError, match="changed since the state was saved"):
+            list(client)
 
 
 def test_resuming_a_bucket_folder_reads_only_the_files_left(moto: MotoS3) -> None:

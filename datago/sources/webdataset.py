@@ -4,7 +4,8 @@
   https forms of S3/GCS/Azure; `datago.storage`), or a list of them, each brace-expanded
   (`shard-{000000..001281}.tar`, `{a,b}`). A URL ending in `/`, or an object-store URL
   without braces that names no `.tar`/`.tar.gz`/`.tgz`, is a prefix: every shard below it,
-  listed and sorted (as upstream lists GCS buckets). `storage_options` configure the store.
+  listed and sorted (as upstream lists GCS buckets); its state holds the listing's digest,
+  so a resume over other shards is refused. `storage_options` configure the store.
 - Samples: `id` is the webdataset key (member path up to the first dot of the file name,
   directory kept; upstream uses the stem up to the last dot), `source` the shard URL; the
   member rules (image, masks, json, text, bad names) are in `wds_groups`.
@@ -41,6 +42,7 @@ import contextlib
 import hashlib
 import random
 from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -88,8 +90,14 @@ class WebDatasetSource:
         """One raw sample (encoded bytes, no decoding) per key of this part's shards."""
         storages = Storages(_storage_options(config, context))
         try:
-            async for item in self._samples(config, split, context, state, storages):
-                yield item
+            shards = await list_shards(config.url, storages)
+            listing = _listing_digest(config.url, shards, state)
+            samples = self._samples(config, split, context, state, storages, shards)
+            async with contextlib.aclosing(samples):
+                async for raw, position in samples:
+                    if listing is not None and position is not None:
+                        position = _Listed(position, listing)
+                    yield raw, position
         finally:
             await storages.close()
 
@@ -100,8 +108,8 @@ class WebDatasetSource:
         context: SourceContext,
         state: Mapping[str, Any] | None,
         storages: Storages,
+        shards: list[str],
     ) -> AsyncGenerator[tuple[RawSample, Position | None], None]:
-        shards = await list_shards(config.url, storages)
         rng: random.Random | None = None
         if config.random_sampling:
             rng = random.Random(None if config.seed is None else f"{config.seed}:{context.epoch}")
@@ -171,6 +179,37 @@ async def list_shards(url: str | list[str], storages: Storages) -> list[str]:
                 raise SourceError(f"source_config.url {one!r}: no .tar or .tar.gz shard under it")
             shards += found
     return shards
+
+
+@dataclass(frozen=True, slots=True)
+class _Listed:
+    """A position in shards listed from a prefix: its state names the listing's digest."""
+
+    position: Position
+    listing: str
+
+    def state(self) -> dict[str, Any]:
+        return {**self.position.state(), "listing": self.listing}
+
+
+def _listing_digest(
+    url: str | list[str], shards: list[str], state: Mapping[str, Any] | None
+) -> str | None:
+    """The digest of a listed shard list (None when `url` lists no prefix); a saved state of
+    another listing is a `SourceError`: its shard numbers would name other shards."""
+    patterns = [url] if isinstance(url, str) else url
+    expanded = [(one, len(e) > 1) for p in patterns for e in [expand_braces(p)] for one in e]
+    if not any(names_prefix(one, braced) for one, braced in expanded):
+        return None
+    digest = hashlib.blake2b("\n".join(shards).encode(), digest_size=8).hexdigest()
+    saved = (state or {}).get("listing", digest)
+    if saved != digest:
+        raise SourceError(
+            f"source_config.url {url!r}: the shards under it changed since the state was "
+            f"saved ({len(shards)} now, listing digest {digest}, not {saved}); resume needs "
+            "the same shards"
+        )
+    return digest
 
 
 def names_prefix(url: str, braced: bool = False) -> bool:
