@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 
@@ -389,3 +390,18 @@ def test_storage_options_must_be_an_object() -> None:
     }
     with pytest.raises(ConfigError, match="storage_options must be of type object"):
         ClientConfig.from_dict(config)
+
+
+def test_upstreams_gcs_listing_url_lists_and_reads_unsigned(
+    proxy: S3Proxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GCS's XML API is S3's: moto stands in for storage.googleapis.com via `base_url`."""
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    url = "https://storage.googleapis.com/storage/v1/b/open-data/o?prefix=one/"
+    ids, _ = read_all(wds(proxy, url, storage_options={"base_url": proxy.endpoint}))
+    assert ids == ALL_KEYS[2 * PER_SHARD : 3 * PER_SHARD]
+    assert [unquote(seen.path_qs.split("?")[0]) for seen in gets(proxy)] == [
+        "/open-data/one/shard.tar"
+    ]
+    assert len(lists(proxy)) == 1
+    assert all("Authorization" not in seen.headers for seen in proxy.requests)

@@ -4,7 +4,8 @@
   https forms of S3/GCS/Azure; `datago.storage`), or a list of them, each brace-expanded
   (`shard-{000000..001281}.tar`, `{a,b}`). A URL ending in `/`, or an object-store URL
   without braces that names no `.tar`/`.tar.gz`/`.tgz`, is a prefix: every shard below it,
-  listed and sorted (as upstream lists GCS buckets); its state holds the listing's digest,
+  listed and sorted (as upstream lists GCS buckets; upstream's GCS JSON listing URL,
+  `https://storage.googleapis.com/storage/v1/b/BUCKET/o?prefix=P`, lists that prefix); its state holds the listing's digest,
   so a resume over other shards is refused. `storage_options` configure the store.
 - Samples: `id` is the webdataset key (member path up to the first dot of the file name,
   directory kept; upstream uses the stem up to the last dot), `source` the shard URL; the
@@ -54,6 +55,7 @@ from datago.sources.wds_shard import ShardReader, ShardStart
 from datago.sources.wds_shuffle import ShuffleBuffer, shuffle_key, shuffled
 from datago.sources.wds_slots import SampleRef, SlotPosition, SlotsMark, SlotStreamer
 from datago.storage import StorageOptions, Storages, storage_kind
+from datago.storage.object_store_url import gcs_listing_prefix
 
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 """What a listed prefix keeps as shards."""
@@ -167,7 +169,7 @@ async def list_shards(url: str | list[str], storages: Storages) -> list[str]:
     .tar.gz/.tgz keys below them); a prefix with no shard is a `SourceError`."""
     shards: list[str] = []
     for pattern in [url] if isinstance(url, str) else url:
-        expanded = expand_braces(pattern)
+        expanded = expand_braces(gcs_listing_prefix(pattern) or pattern)
         for one in expanded:
             if not names_prefix(one, braced=len(expanded) > 1):
                 shards.append(one)
@@ -197,7 +199,7 @@ def _listing_digest(
 ) -> str | None:
     """The digest of a listed shard list (None when `url` lists no prefix); a saved state of
     another listing is a `SourceError`: its shard numbers would name other shards."""
-    patterns = [url] if isinstance(url, str) else url
+    patterns = [gcs_listing_prefix(p) or p for p in ([url] if isinstance(url, str) else url)]
     expanded = [(one, len(e) > 1) for p in patterns for e in [expand_braces(p)] for one in e]
     if not any(names_prefix(one, braced) for one, braced in expanded):
         return None

@@ -6,6 +6,7 @@ Schemes: `s3://` (`s3a://`), `gs://`, `az://`/`azure://`/`abfs[s]://` (`containe
 `https://account.blob.core.windows.net/container/key` (or `.dfs.`), and S3's virtual-hosted
 `https://bucket.s3[.region].amazonaws.com/key` and path-style
 `https://s3[.region].amazonaws.com/bucket/key`. Keys in https URLs are percent-encoded.
+Upstream's GCS JSON listing URL maps to the prefix it lists (`gcs_listing_prefix`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from datago.errors import SourceError
 
@@ -32,6 +33,7 @@ _AWS_HOST = re.compile(
 )
 _AZURE_HOST = re.compile(r"(?P<account>[a-z0-9]+)\.(?:blob|dfs)\.core\.windows\.net")
 _GCS_HOSTS = ("storage.googleapis.com", "storage.cloud.google.com")
+_GCS_LISTING = re.compile(r"/storage/v1/b/(?P<bucket>[^/]+)/o/?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +78,18 @@ def parse_url(url: str) -> ObjectLocation:
         f"{url}: not an object-store URL; expected s3://bucket/key, gs://bucket/key, "
         "az://container/key or an https URL of S3, GCS or Azure Blob storage"
     )
+
+
+def gcs_listing_prefix(url: str) -> str | None:
+    """The prefix URL a GCS JSON listing URL names, as upstream reads one
+    (`https://storage.googleapis.com/storage/v1/b/BUCKET/o?prefix=P` ->
+    `https://storage.googleapis.com/BUCKET/P`); None for any other URL."""
+    parts = urlsplit(url)
+    match = _GCS_LISTING.fullmatch(parts.path)
+    if parts.hostname not in _GCS_HOSTS or match is None:
+        return None
+    prefix = parse_qs(parts.query).get("prefix", [""])[0]
+    return f"https://{parts.netloc}/{match['bucket']}/{quote(prefix)}"
 
 
 def is_object_store_url(url: str) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from datago.errors import SourceError
-from datago.storage.object_store_url import is_object_store_url, parse_url
+from datago.storage.object_store_url import gcs_listing_prefix, is_object_store_url, parse_url
 
 CASES = [
     # url, kind, bucket, key, account, region
@@ -63,3 +63,15 @@ def test_urls_of_no_known_store_are_source_errors(url: str) -> None:
     with pytest.raises(SourceError) as caught:
         parse_url(url)
     assert url in str(caught.value)
+
+
+def test_upstreams_gcs_json_listing_url_names_the_prefix_it_lists() -> None:
+    listing = "https://storage.googleapis.com/storage/v1/b/webdataset/o?prefix=testdata/pub%20lay"
+    assert (
+        gcs_listing_prefix(listing)
+        == "https://storage.googleapis.com/webdataset/testdata/pub%20lay"
+    )
+    whole = "https://storage.googleapis.com/storage/v1/b/bkt/o"
+    assert gcs_listing_prefix(whole) == "https://storage.googleapis.com/bkt/"
+    assert gcs_listing_prefix("https://storage.googleapis.com/bkt/a.tar") is None
+    assert gcs_listing_prefix("https://example.com/storage/v1/b/bkt/o") is None
