@@ -6,6 +6,8 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
+
 from datago.image_processor import Bucket, ImageProcessor
 from datago.sample import ImagePayload, LatentPayload, Sample
 from datago.sources.base import RawSample
@@ -42,7 +44,10 @@ def build_sample(
     image = ImagePayload.empty()
     bucket: Bucket | None = None
     if raw.image is not None:
-        image, bucket = processor.process(_read(raw.image, times), times)
+        data = _read(raw.image, times)
+        if isinstance(raw.image, Path):  # the engine could not estimate it before the read
+            times.largest = max(times.largest, estimate_bytes(raw, processor, data))
+        image, bucket = processor.process(data, times)
     masks: dict[str, ImagePayload] = {}
     additional: dict[str, ImagePayload] = {}
     if raw.masks or raw.additional_images:  # a file sample has neither: no cost
@@ -93,3 +98,31 @@ def _read(image: bytes | Path, times: StageTimes) -> bytes:
     times.read_s += time.perf_counter() - start
     times.bytes_read += len(data)
     return data
+
+
+def estimate_bytes(raw: RawSample, processor: ImageProcessor, image: bytes | None = None) -> int:
+    """Bytes a raw sample holds at most while it is built, from its images' headers (`image`:
+    the main image's bytes, when `raw.image` is a file); see `ImageProcessor.footprint`."""
+    data = image if image is not None else raw.image
+    total, bucket = 0, None
+    if isinstance(data, bytes):
+        total, bucket = processor.footprint(data)
+    for other in (*raw.masks.values(), *raw.additional_images.values()):
+        total += processor.footprint(other, bucket)[0]
+    return total + sum(map(_size, raw.latents.values()))
+
+
+def held_bytes(sample: Sample) -> int:
+    """Bytes a built sample holds: its pixels or encoded payloads, and its latents."""
+    payloads = (sample.image, *sample.masks.values(), *sample.additional_images.values())
+    return sum(map(_size, payloads)) + sum(map(_size, sample.latents.values()))
+
+
+def _size(value: object) -> int:
+    """Bytes of an array, of bytes, or of the `data` of a payload holding one of them."""
+    if isinstance(value, np.ndarray | memoryview):
+        return value.nbytes
+    if isinstance(value, bytes | bytearray):
+        return len(value)
+    data = getattr(value, "data", None)
+    return 0 if data is None or data is value else _size(data)

@@ -213,6 +213,11 @@ class ClientConfig:
     """Exactly this many samples per pass (upstream overshoots); None: the whole dataset."""
     samples_buffer_size: int = 64
     prefetch_buffer_size: int = 64
+    max_buffer_bytes: int | None = None
+    """Bytes the loader may hold (ours): encoded in the prefetch queue, in flight, ready, and
+    the latest sample taken. None: room for samples_buffer_size + 1 of the largest sample so
+    far, plus prefetch_buffer_size of the largest encoded one, whatever the thread count. A
+    sample bigger than the budget still passes, alone."""
 
     @classmethod
     def from_json(cls, text: str, *, strict: bool = False) -> ClientConfig:
@@ -271,9 +276,10 @@ class ClientConfig:
             )
         if self.limit is not None and self.limit <= 0:
             raise ConfigError(f"limit must be > 0, got {self.limit}")
-        for key in ("samples_buffer_size", "prefetch_buffer_size"):
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"{key} must be > 0, got {getattr(self, key)}")
+        for key in ("samples_buffer_size", "prefetch_buffer_size", "max_buffer_bytes"):
+            value = getattr(self, key)
+            if value is not None and value <= 0:
+                raise ConfigError(f"{key} must be > 0, got {value}")
         self.source_config.validate("source_config")
         if self.image_config is not None:
             self.image_config.validate("image_config")

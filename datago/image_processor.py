@@ -9,6 +9,7 @@ from datago.config import ImageConfig
 from datago.imaging.buckets import Bucket, BucketTable
 from datago.imaging.decode import decode, jpeg_size
 from datago.imaging.encode import encode_image
+from datago.imaging.header import jpeg_scaled_size, pixel_format
 from datago.imaging.resample import Resampler, default_resampler
 from datago.imaging.transform import cover_size, crop_and_resize, to_rgb8
 from datago.sample import ImagePayload
@@ -38,6 +39,26 @@ class ImageProcessor:
                 self.config.min_aspect_ratio,
                 self.config.max_aspect_ratio,
             )
+
+    def footprint(self, data: bytes, bucket: Bucket | None = None) -> tuple[int, Bucket | None]:
+        """Bytes `process` holds for this image at most (encoded, decoded, output), from its
+        header alone, and the bucket it goes to (`bucket` None: chosen from this image)."""
+        header = pixel_format(data)
+        if header is None:
+            return len(data), bucket
+        width, height, pixel_bytes = header
+        decoded = width * height * pixel_bytes
+        output, area = 0, width * height
+        if self.buckets is not None:
+            bucket = bucket or self.buckets.choose(width, height)
+            if not self.config.apply_exif_orientation:  # JPEGs decode at a reduced DCT scale
+                scaled = jpeg_scaled_size(data, cover_size(width, height, bucket))
+                decoded = decoded if scaled is None else scaled[0] * scaled[1] * pixel_bytes
+            area = bucket[0] * bucket[1]
+            output = area * pixel_bytes
+        if self.config.image_to_rgb8 and pixel_bytes != 3:
+            output += area * 3
+        return len(data) + decoded + output, bucket
 
     def process(
         self,

@@ -14,18 +14,21 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from datago.budget import ByteBudget
 from datago.sample import Sample
 from datago.sources.base import Position
 
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """A sample, the number of source samples up to it, and the source's position after it
-    (None for a source that cannot seek): where a resumed pass starts."""
+    """A sample, the number of source samples up to it, the source's position after it (None
+    for a source that cannot seek): where a resumed pass starts; and the bytes it holds
+    (counted in the pass's budget until a consumer takes the next one)."""
 
     sample: Sample
     resume_at: int
     position: Position | None = None
+    nbytes: int = 0
 
 
 class _End:
@@ -48,8 +51,11 @@ Item = Delivery | _End | Failed
 class Sink:
     """Holds at most `capacity` samples; `put` runs on `loop`, `get`/`aget` anywhere else."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, capacity: int) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, capacity: int, budget: ByteBudget | None = None
+    ) -> None:
         self._loop = loop
+        self._budget = budget
         self._credits = asyncio.Semaphore(capacity)
         self._items: queue.SimpleQueue[Item] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -99,15 +105,18 @@ class Sink:
 
     def _taken(self, item: Item) -> Item:
         if isinstance(item, Delivery):
-            self._give_credit_back()
+            # Once the pass is over its loop is closed, and nobody waits for credits any more.
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._give_back, item.nbytes)
         else:
             self._items.put(item)  # every other consumer sees the end marker too
         return item
 
-    def _give_credit_back(self) -> None:
-        # Once the pass is over its loop is closed, and nobody waits for credits any more.
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._credits.release)
+    def _give_back(self, nbytes: int) -> None:
+        """On the loop: the credit of a sample a consumer took; its bytes move in hand."""
+        self._credits.release()
+        if self._budget is not None:
+            self._budget.taken(nbytes)
 
 
 def _wake(future: asyncio.Future[Any]) -> None:

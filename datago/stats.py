@@ -27,6 +27,8 @@ class StageTimes:
     """Samples decoded and transformed without error."""
     decoders: dict[str, int] = field(default_factory=dict)
     """Images decoded, by the name of the decoder that ran."""
+    largest: int = 0
+    """The largest estimate of one sample's bytes among the files this task read."""
 
 
 @dataclass(slots=True)
@@ -53,6 +55,10 @@ class Stats:
     transform_s: float = 0.0
     wait_s: float = 0.0
     """Time the consumer spent blocked waiting for the next sample."""
+    bytes_held: int = 0
+    """Bytes the loader holds now: encoded in the prefetch queue, in flight, ready to take."""
+    peak_bytes_held: int = 0
+    """The most `bytes_held` has been, to size `max_buffer_bytes` with."""
     started_at: float = 0.0
     elapsed_s: float = 0.0
     """Seconds from the first pass's start to this snapshot (0 on the live counters)."""
