@@ -44,8 +44,9 @@ class ImageProcessor:
         """Bytes `process` holds for this image at most (encoded, decoded, output), from its
         header alone, and the bucket it goes to (`bucket` None: chosen from this image)."""
         header = pixel_format(data)
-        if header is None:
-            return len(data), bucket
+        limit = self.config.max_image_pixels
+        if header is None or (limit is not None and header[0] * header[1] > limit):
+            return len(data), bucket  # the decoder refuses it before it allocates
         width, height, pixel_bytes = header
         decoded = width * height * pixel_bytes
         output, area = 0, width * height

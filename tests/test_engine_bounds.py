@@ -43,8 +43,8 @@ def test_big_images_and_a_slow_consumer_stay_within_the_byte_budget(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DATAGO_MAX_TASKS", "4")
-    paths = big_jpegs(tmp_path, 8)
-    file_size = Path(paths[0]).stat().st_size
+    big_jpegs(tmp_path, 8)
+    file_size = (tmp_path / "huge_00.jpg").stat().st_size
     budget = 4 * BIG
     config = file_config(
         tmp_path, samples_buffer_size=4, prefetch_buffer_size=4, max_buffer_bytes=budget
@@ -69,8 +69,8 @@ def test_a_sample_bigger_than_the_budget_still_comes_through(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DATAGO_MAX_TASKS", "2")
-    paths = big_jpegs(tmp_path, 3)
-    file_size = Path(paths[0]).stat().st_size
+    big_jpegs(tmp_path, 3)
+    file_size = (tmp_path / "huge_00.jpg").stat().st_size
     config = file_config(tmp_path, samples_buffer_size=2, max_buffer_bytes=1_000_000)
     with DatagoClient(config) as client:
         shapes = [sample.image.to_numpy().shape for sample in client]
@@ -84,8 +84,8 @@ def test_the_default_budget_follows_the_buffers_not_the_threads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DATAGO_MAX_TASKS", "4")
-    paths = big_jpegs(tmp_path, 10)
-    file_size = Path(paths[0]).stat().st_size
+    big_jpegs(tmp_path, 10)
+    file_size = (tmp_path / "huge_00.jpg").stat().st_size
     config = file_config(tmp_path, samples_buffer_size=2, prefetch_buffer_size=1)
     with DatagoClient(config) as client:
         assert client.get_sample() is not None
@@ -101,8 +101,8 @@ def test_one_big_image_per_thread_in_flight_however_large_the_budget(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DATAGO_MAX_TASKS", "2")
-    paths = big_jpegs(tmp_path, 12)
-    file_size = Path(paths[0]).stat().st_size
+    big_jpegs(tmp_path, 12)
+    file_size = (tmp_path / "huge_00.jpg").stat().st_size
     config = file_config(tmp_path, samples_buffer_size=1, max_buffer_bytes=10**12)
     with DatagoClient(config) as client:
         assert client.get_sample() is not None
@@ -138,7 +138,8 @@ def test_webdataset_encoded_bytes_count_from_the_prefetch_queue(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DATAGO_MAX_TASKS", "2")
-    data = Path(big_jpegs(tmp_path / "jpegs", 1)[0]).read_bytes()
+    big_jpegs(tmp_path / "jpegs", 1)
+    data = (tmp_path / "jpegs" / "huge_00.jpg").read_bytes()
     samples = [(f"s{i:02d}", {"jpg": data, "txt": b"caption"}) for i in range(16)]
     write_tar(tmp_path / "shard-000.tar", samples)
     budget = 5 * BIG // 2

@@ -1,20 +1,21 @@
 """An image's size and bytes per pixel from its header alone, before it is decoded.
 
 JPEG through simplejpeg's header reader (~1 us a 12 MP file), PNG from its IHDR chunk (and a
-tRNS chunk, which adds an alpha channel), anything else through Pillow's lazy open (~50 us).
-The bytes per pixel are those `decode_image` gives, or an upper bound where it converts.
+tRNS chunk, which adds an alpha channel), WebP from its RIFF header, anything else through
+Pillow's lazy open (~50 us). The bytes per pixel are those `decode` gives, or an upper bound
+where it converts (palette and GIF: RGBA; WebP: RGBA, as alpha may be present).
 """
 
 from __future__ import annotations
 
-import io
 import struct
 
 import simplejpeg
-from PIL import Image
+
+from datago.imaging.codecs import png_format, png_size, webp_size
+from datago.imaging.decode import DecodeError, open_unguarded
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_BYTES = {"Gray": 1, "YCbCr": 3, "RGB": 3}
 """Bytes per pixel by JPEG colour space; CMYK and YCCK go through Pillow's 4-byte CMYK."""
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 4, 4: 2, 6: 4}
@@ -33,23 +34,26 @@ def pixel_format(data: bytes) -> tuple[int, int, int] | None:
             pass
         else:
             return width, height, _JPEG_BYTES.get(colorspace, 4)
-    if data[:8] == _PNG_MAGIC and data[12:16] == b"IHDR" and len(data) >= 26:
-        width, height = struct.unpack(">II", data[16:24])
-        bits, colour_type = data[24], data[25]
+    png = png_format(data)
+    if png is not None:
+        bits, colour_type = png
         channels = _PNG_CHANNELS.get(colour_type, 4)
         if colour_type in (0, 2) and _has_trns(data):
             channels += 1
-        return width, height, channels * (2 if bits == 16 else 1)
+        return *png_size(data), channels * (2 if bits == 16 else 1)
+    webp = webp_size(data)
+    if webp is not None:
+        return *webp, 4
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with open_unguarded(data) as image:
             return image.width, image.height, _PILLOW_BYTES.get(image.mode, 4)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+    except (OSError, SyntaxError, ValueError, DecodeError):
         return None
 
 
 def jpeg_scaled_size(data: bytes, min_size: tuple[int, int]) -> tuple[int, int] | None:
-    """A JPEG's (width, height) at the smallest DCT scale covering `min_size`, as
-    `decode_image` decodes it; None for other formats."""
+    """A JPEG's (width, height) at the smallest DCT scale covering `min_size`, as `decode`
+    decodes it; None for other formats."""
     if data[:3] != _JPEG_MAGIC:
         return None
     try:

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from datago.config import ImageConfig
+from datago.image_processor import ImageProcessor
 from datago.imaging.decode import decode_image
 from datago.imaging.header import jpeg_scaled_size, pixel_format
-from datago.imaging.process import ImageProcessor
 from datago.stats import StageTimes
 from tests.helpers import encode, photo_like, png_bytes
 
@@ -43,7 +43,7 @@ def _palette_png() -> bytes:
 
 
 EXACT = {"jpeg rgb", "jpeg grey", "png rgb", "png rgba", "png grey", "png grey trns"}
-EXACT |= {"png rgb trns", "png 16-bit rgb", "webp", "bmp"}
+EXACT |= {"png rgb trns", "png 16-bit rgb", "bmp"}
 
 
 @pytest.mark.parametrize("name", sorted(cases()))
@@ -56,7 +56,7 @@ def test_header_size_is_the_decoded_size_or_more(name: str) -> None:
     assert (width, height) == original == (96, 64)
     if name in EXACT:
         assert width * height * pixel_bytes == pixels.nbytes
-    else:  # palette and GIF: counted as RGBA, the most they decode to
+    else:  # palette, GIF and WebP: counted as RGBA, the most they decode to
         assert width * height * pixel_bytes >= pixels.nbytes
 
 
@@ -104,3 +104,10 @@ def test_footprint_bounds_what_processing_delivers(config: ImageConfig, name: st
     assert bucket == used
     assert isinstance(payload.data, np.ndarray)
     assert footprint >= len(data) + payload.data.nbytes
+
+
+def test_footprint_of_a_decompression_bomb_is_its_encoded_size() -> None:
+    data = encode(RGB, quality=90)
+    processor = ImageProcessor(ImageConfig(max_image_pixels=96 * 64 - 1))
+    assert processor.footprint(data) == (len(data), None)
+    assert ImageProcessor(ImageConfig()).footprint(data)[0] == len(data) + 96 * 64 * 3
