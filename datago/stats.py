@@ -56,7 +56,8 @@ class Stats:
     wait_s: float = 0.0
     """Time the consumer spent blocked waiting for the next sample."""
     bytes_held: int = 0
-    """Bytes the loader holds now: encoded in the prefetch queue, in flight, ready to take."""
+    """Bytes the loader holds now: encoded in the prefetch queue, in flight, ready to take,
+    and the latest sample taken (see the guide's "Memory")."""
     peak_bytes_held: int = 0
     """The most `bytes_held` has been, to size `max_buffer_bytes` with."""
     started_at: float = 0.0
