@@ -27,7 +27,7 @@ def build_chunk(
             built.append(build_sample(raw, processor, times, stats))
             times.built += 1
         except Exception as exc:
-            stats.skip(raw.id, f"{type(exc).__name__}: {exc}")
+            stats.skip(type(exc).__name__, raw.id, str(exc))
             built.append(None)
     return built, times
 

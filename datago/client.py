@@ -1,13 +1,6 @@
 """`DatagoClient`: the Rust wheel's surface and ours, over one engine.
 
-The wheel's (`start`, `stop`, `get_sample`, `get_sample_auto_convert`) never raises for a
-config or a source it cannot use: it logs why at ERROR and returns None, as the wheel does,
-and keeps the exception in `client.error`. Ours (iteration, `async for`, `aget_sample`,
-`with`, `state_dict`, `config`) raises it: `ConfigError` / `SourceError`, at the consumer's
-place in the stream. A config that cannot be used is held in one place, `_config`, parsed
-or as its `ConfigError`: given as JSON text (the wheel's way) it is only raised by our
-surface; given as a dict or a `ClientConfig` (ours), the constructor raises it at once.
-"""
+The wheel's calls log and return None where ours raise; see the guide's "Reading samples"."""
 
 from __future__ import annotations
 
@@ -37,27 +30,8 @@ WHEEL_SAMPLE_TIMEOUT_S = 300.0
 
 
 class DatagoClient:
-    """Streams samples from the source the config names.
-
-    Args:
-        config: upstream's JSON config, as text or as a dict, or a parsed `ClientConfig`.
-        str_config: the JSON text, under the Rust wheel's keyword name.
-        workers: the torch DataLoader worker split within this rank (used by `datago.torch`).
-        sample_timeout: seconds `get_sample()` waits for one sample before it stops the
-            pass and returns None, as the wheel's (300); None waits for ever.
-        environment: the settings passes run with; None reads the environment variables
-            when each pass starts (`Environment.from_env`).
-
-    Raises:
-        ConfigError: a dict or `ClientConfig` is invalid (the message names the key). JSON
-            text that cannot be used is logged at ERROR and raised by our surface only.
-
-    Example:
-        >>> with DatagoClient({"source_type": "file", "source_config": {"root_path": "imgs"},
-        ...                    "limit": 10}) as client:
-        ...     for sample in client:
-        ...         pixels = sample.image.to_numpy()
-    """
+    """Streams samples from the source the config (JSON text, a dict or a `ClientConfig`) names;
+    a dict or `ClientConfig` that cannot be used raises `ConfigError` here, JSON text later."""
 
     def __init__(
         self,

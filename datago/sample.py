@@ -1,11 +1,6 @@
 """What the loader hands out: `Sample`, its numpy-backed `ImagePayload` and `LatentPayload`.
 
-Both surfaces read the same objects. The Rust wheel's surface: `attributes` as JSON text,
-`ImagePayload.get_payload()`, calling a payload or reading a PIL attribute from it (`mode`,
-`save`, `convert`, ...), `np.asarray(payload)`, `to_pil_image`, `to_numpy_array`, latents with
-`.data` / `.len`, and `python_types` (what `get_sample_auto_convert()` returns). Ours:
-`attributes_dict`, `data` as an (H, W, C) array, `to_numpy`, `to_pil`.
-"""
+Both surfaces read the same objects: the wheel's names and ours (guide, "`Sample`")."""
 
 from __future__ import annotations
 
@@ -30,14 +25,8 @@ _PAYLOAD_FIELDS = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class ImagePayload:
-    """One image: decoded pixels (`data` is an HWC array) or encoded bytes (`is_encoded`).
-
-    `width`/`height` are the delivered size, `original_*` the decoded size before any
-    crop/resize. As upstream, `channels` is -1 for encoded payloads and 0 for an empty one.
-    As the Rust wheel's payload it also behaves as a PIL image: `payload()` returns one,
-    attributes a payload lacks (`save`, `convert`, `getpixel`, `info`, ...) are read from a PIL
-    image built for that access, and `np.asarray(payload)` gives the pixels PIL would.
-    """
+    """One image: decoded pixels (`data` is an HWC array) or encoded bytes (`is_encoded`); it
+    also behaves as the wheel's payload, a PIL image (guide, "`Sample`")."""
 
     data: PixelArray | bytes
     width: int

@@ -13,8 +13,8 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
