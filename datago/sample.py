@@ -5,7 +5,7 @@ Both surfaces read the same objects: the wheel's names and ours (guide, "`Sample
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -182,21 +182,15 @@ class LatentPayload:
 
 
 @dataclass(frozen=True, slots=True)
-class Sample:
-    """One training sample: its id, its image and everything that came with it.
-
-    `attributes` is the JSON text the Rust wheel gives (`'{}'` for files); `attributes_dict`
-    is the same, parsed.
-    """
+class SampleInfo:
+    """What a sample is besides its images, one definition for `Sample` and the sources'
+    `RawSample`: its id, where it came from and its metadata."""
 
     id: str
     source: str
-    image: ImagePayload = field(default_factory=ImagePayload.empty)
+    _: KW_ONLY
     attributes_dict: dict[str, Any] = field(default_factory=dict)
     duplicate_state: int = 0
-    masks: dict[str, ImagePayload] = field(default_factory=dict)
-    additional_images: dict[str, ImagePayload] = field(default_factory=dict)
-    latents: dict[str, LatentPayload] = field(default_factory=dict)
     coca_embedding: list[float] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
 
@@ -204,6 +198,26 @@ class Sample:
     def attributes(self) -> str:
         """The attributes as compact JSON text, as the wheel's `attributes`."""
         return _json_text(self.attributes_dict) if self.attributes_dict else "{}"
+
+    def info(self) -> dict[str, Any]:
+        """The `SampleInfo` fields by name: a decoded sample is built from a raw one's."""
+        return {name: getattr(self, name) for name in _INFO_FIELDS}
+
+
+_INFO_FIELDS = tuple(info.name for info in fields(SampleInfo))
+
+
+@dataclass(frozen=True, slots=True)
+class Sample(SampleInfo):
+    """One training sample: its id, its image and everything that came with it.
+
+    `attributes` is the JSON text the Rust wheel gives (`'{}'` for files); `attributes_dict`
+    is the same, parsed."""
+
+    image: ImagePayload = field(default_factory=ImagePayload.empty)
+    masks: dict[str, ImagePayload] = field(default_factory=dict)
+    additional_images: dict[str, ImagePayload] = field(default_factory=dict)
+    latents: dict[str, LatentPayload] = field(default_factory=dict)
 
 
 def python_types(sample: Sample) -> dict[str, Any]:

@@ -258,7 +258,7 @@ class _Reader:
             id=refs.id,
             source=refs.source,
             image=image,
-            attributes=refs.attributes,
+            attributes_dict=refs.attributes,
             duplicate_state=refs.duplicate_state,
             coca_embedding=refs.coca_embedding,
             tags=refs.tags,

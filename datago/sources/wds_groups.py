@@ -168,27 +168,37 @@ class SampleGrouper:
         return done
 
     def _build(self, key: str, members: dict[str, bytes]) -> RawSample | None:
-        sample = RawSample(id=key, source=self.source, image=None, optional_extras=True)
-        attributes: dict[str, Any] = sample.attributes
+        image: bytes | None = None
+        masks: dict[str, bytes] = {}
+        additional: dict[str, bytes] = {}
+        attributes: dict[str, Any] = {}
         first_image: str | None = None
         for extension, data in members.items():
             kind = extension.rpartition(".")[2]
             if kind in IMAGE_TYPES:
                 if "mask" in extension:
-                    sample.masks[extension] = data
-                elif extension in self.references and sample.image is None:
-                    sample.image = data
+                    masks[extension] = data
+                elif extension in self.references and image is None:
+                    image = data
                 else:
-                    sample.additional_images[extension] = data
+                    additional[extension] = data
                     first_image = first_image or extension
             else:
                 _add_text(attributes, extension, data)
-        if sample.image is None:
+        if image is None:
             if first_image is None:
                 self.stats.skip("no image", key, "no member is an image")
                 return None
-            sample.image = sample.additional_images.pop(first_image)
-        return sample
+            image = additional.pop(first_image)
+        return RawSample(
+            key,
+            self.source,
+            image,
+            masks,
+            additional,
+            attributes_dict=attributes,
+            optional_extras=True,
+        )
 
 
 def _add_text(attributes: dict[str, Any], extension: str, data: bytes) -> None:
