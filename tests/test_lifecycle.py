@@ -375,10 +375,10 @@ def test_ctrl_c_interrupts_a_blocked_consumer(tmp_path: Path) -> None:
         f"c = DatagoClient({{'source_type': 'file', 'source_config': {{'root_path': {str(tmp_path)!r}}},"
         " 'samples_buffer_size': 1})\n"
         "try:\n"
-        "    while True:\n"  # pass after pass: a parent slowed by load cannot miss the loop
-        "        for s in c:\n"
-        "            print('sample', flush=True)\n"
-        "            time.sleep(0.01)\n"
+        "    for s in c:\n"
+        "        print('sample', flush=True)\n"
+        # 30 x 0.05 s: a parent slowed by load still signals before the data runs out
+        "        time.sleep(0.05)\n"
         "except KeyboardInterrupt:\n"
         "    t = time.monotonic(); c.close()\n"
         "    print(f'interrupted {time.monotonic() - t:.3f}', flush=True)\n"
