@@ -370,15 +370,16 @@ def test_exception_in_the_consumer_closes_everything(tmp_path: Path) -> None:
 def test_ctrl_c_interrupts_a_blocked_consumer(tmp_path: Path) -> None:
     big_pngs(tmp_path, 30)
     script = (
-        "import sys, time\n"
+        "import signal, sys, time\n"
+        # A pytest started in the background (`cmd &` in a script) passes SIGINT on ignored.
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "from datago import DatagoClient\n"
         f"c = DatagoClient({{'source_type': 'file', 'source_config': {{'root_path': {str(tmp_path)!r}}},"
         " 'samples_buffer_size': 1})\n"
         "try:\n"
         "    for s in c:\n"
         "        print('sample', flush=True)\n"
-        # 30 x 0.05 s: a parent slowed by load still signals before the data runs out
-        "        time.sleep(0.05)\n"
+        "        time.sleep(0.01)\n"
         "except KeyboardInterrupt:\n"
         "    t = time.monotonic(); c.close()\n"
         "    print(f'interrupted {time.monotonic() - t:.3f}', flush=True)\n"
