@@ -18,7 +18,7 @@ from datago.errors import (
     ConfigError,
     DatagoError,
     LoaderError,
-    SampleError,
+    Skip,
     SourceError,
 )
 from datago.sample import ImagePayload, LatentPayload, Sample
@@ -34,7 +34,7 @@ __all__ = [
     "LatentPayload",
     "LoaderError",
     "Sample",
-    "SampleError",
+    "Skip",
     "SourceError",
     "Stats",
     "initialize_logging",

@@ -29,7 +29,7 @@ def build_chunk(
             built.append(build_sample(raw, processor, times, stats))
             times.built += 1
         except Exception as exc:
-            stats.skip(raw.id, f"{type(exc).__name__}: {exc}")
+            stats.skip(type(exc).__name__, raw.id, str(exc))
             built.append(None)
     return built, times
 
@@ -54,18 +54,13 @@ def build_sample(
         masks = _extras(raw, raw.masks, processor, times, bucket, stats)
         additional = _extras(raw, raw.additional_images, processor, times, bucket, stats)
     return Sample(
-        id=raw.id,
-        source=raw.source,
+        **raw.info(),
         image=image,
-        attributes_dict=raw.attributes,
-        duplicate_state=raw.duplicate_state,
         masks=masks,
         additional_images=additional,
         latents={name: LatentPayload(data) for name, data in raw.latents.items()}
         if raw.latents
         else {},
-        coca_embedding=raw.coca_embedding,
-        tags=raw.tags,
     )
 
 

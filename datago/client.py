@@ -1,22 +1,16 @@
 """`DatagoClient`: the Rust wheel's surface and ours, over one engine.
 
-The wheel's (`start`, `stop`, `get_sample`, `get_sample_auto_convert`) never raises for a
-config or a source it cannot use: it logs why at ERROR and returns None, as the wheel does,
-and keeps the exception in `client.error`. Ours (iteration, `async for`, `aget_sample`,
-`with`, `state_dict`, `config`) raises it: `ConfigError` / `SourceError`, at the consumer's
-place in the stream. A config that cannot be used is held in one place, `_config`, parsed
-or as its `ConfigError`: given as JSON text (the wheel's way) it is only raised by our
-surface; given as a dict or a `ClientConfig` (ours), the constructor raises it at once.
-"""
+The wheel's calls log and return None where ours raise; see the guide's "Reading samples"."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import random
 import threading
 import weakref
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any, cast
 
 from datago import resume
@@ -36,27 +30,8 @@ WHEEL_SAMPLE_TIMEOUT_S = 300.0
 
 
 class DatagoClient:
-    """Streams samples from the source the config names.
-
-    Args:
-        config: upstream's JSON config, as text or as a dict, or a parsed `ClientConfig`.
-        str_config: the JSON text, under the Rust wheel's keyword name.
-        workers: the torch DataLoader worker split within this rank (used by `datago.torch`).
-        sample_timeout: seconds `get_sample()` waits for one sample before it stops the
-            pass and returns None, as the wheel's (300); None waits for ever.
-        environment: the settings passes run with; None reads the environment variables
-            when each pass starts (`Environment.from_env`).
-
-    Raises:
-        ConfigError: a dict or `ClientConfig` is invalid (the message names the key). JSON
-            text that cannot be used is logged at ERROR and raised by our surface only.
-
-    Example:
-        >>> with DatagoClient({"source_type": "file", "source_config": {"root_path": "imgs"},
-        ...                    "limit": 10}) as client:
-        ...     for sample in client:
-        ...         pixels = sample.image.to_numpy()
-    """
+    """Streams samples from the source the config (JSON text, a dict or a `ClientConfig`) names;
+    a dict or `ClientConfig` that cannot be used raises `ConfigError` here, JSON text later."""
 
     def __init__(
         self,
@@ -128,7 +103,7 @@ class DatagoClient:
                 return
             if self._pass is not None and not self._finished:
                 return
-            self._shutdown_pass()
+            self._detach_pass()()  # a pass still running here has ended: a quick join
             self._cursor = self._resume or Cursor(epoch=self._cursor.epoch + 1)
             self._resume, self._position = None, None
             self._pass = start_pass(
@@ -143,18 +118,27 @@ class DatagoClient:
     def stop(self) -> None:
         """Stop the current pass within a second; `start()` begins a new one."""
         with self._lock:
-            self._shutdown_pass()
+            closing = self._detach_pass()
+        closing()  # joined outside the lock: a consumer woken by the end may take it meanwhile
 
     def close(self) -> None:
         """Stop and release everything for good. Idempotent."""
         with self._lock:
-            self._shutdown_pass()
+            closing = self._detach_pass()
             self._closed = True
+        closing()
 
-    def _shutdown_pass(self) -> None:
-        if self._finalizer is not None:
-            self._finalizer()  # closes the pass once, and only once
-            self._finished = True
+    async def aclose(self) -> None:
+        """`close()` for asyncio code: the pass's threads are joined off the caller's loop."""
+        await asyncio.to_thread(self.close)
+
+    def _detach_pass(self) -> Callable[[], object]:
+        """Mark the pass finished (under the lock); the returned call closes it once."""
+        finalizer, self._finalizer = self._finalizer, None
+        if finalizer is None:
+            return _nothing
+        self._finished = True
+        return finalizer
 
     def __enter__(self) -> DatagoClient:
         self._raise_config_error()  # ours: a config that cannot be used raises here
@@ -168,7 +152,7 @@ class DatagoClient:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self.close()
+        await self.aclose()
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -201,7 +185,10 @@ class DatagoClient:
 
     async def aget_sample(self) -> Sample | None:
         """`get_sample` for asyncio code: awaits without blocking the caller's loop; ours,
-        so it raises what the pass failed with."""
+        so it raises what the pass failed with. The first call starts the pass off the loop."""
+        if self._pass is None:
+            self._raise_config_error()
+            await asyncio.to_thread(self.start)
         current = self._current_pass()
         if current is None:
             return None
@@ -248,10 +235,10 @@ class DatagoClient:
             yield sample
 
     async def __aiter__(self) -> AsyncIterator[Sample]:
-        """`async for sample in client`: one pass, as `__iter__`."""
+        """`async for sample in client`: one pass, as `__iter__`, started off the loop."""
         self._raise_config_error()
         if self._finished or self._pass is None:
-            self.start()
+            await asyncio.to_thread(self.start)
         while (sample := await self.aget_sample()) is not None:
             yield sample
 
@@ -320,9 +307,10 @@ class DatagoClient:
             self.config = _with_seed(self.config, seed)  # the seed the saving client picked
         cursor = resume.load(state, self.config, self._split)
         with self._lock:
-            self._shutdown_pass()
+            closing = self._detach_pass()
             self._pass = None
             self._resume = cursor
+        closing()
 
     def _unwrap(self, current: Pass, item: Item) -> Sample | None:
         if isinstance(item, Delivery):
@@ -366,6 +354,10 @@ def _parse(config: str | Mapping[str, Any] | ClientConfig) -> ClientConfig | Con
             raise
         logger.error("%s; this client returns no samples (see client.error)", exc)
         return exc
+
+
+def _nothing() -> None:
+    pass
 
 
 def _seed_of(config: ClientConfig) -> int | None:

@@ -1,16 +1,19 @@
-"""The exceptions datago raises.
+"""The exceptions datago raises, and the `Skip` it records instead for a sample it drops.
 
 ```
 DatagoError(Exception)                        everything datago raises
 ├── ConfigError(DatagoError, ValueError)      bad config, raised by DatagoClient(...)
 ├── ClientClosedError(DatagoError, RuntimeError)  use after close()
-├── LoaderError(DatagoError)                  fatal background failure, raised by the consumer
-│   └── SourceError(LoaderError)              listing, pagination or download failed for good
-└── SampleError(DatagoError)                  one sample failed: counted, logged and skipped
+└── LoaderError(DatagoError)                  fatal background failure, raised by the consumer
+    └── SourceError(LoaderError)              listing, pagination or download failed for good
 ```
+Inner refinements of `SourceError` (`HttpStatusError`, `TarFormatError`) may surface as it;
+misuse of a call (an empty payload's pixels) raises a builtin `TypeError`/`ValueError`.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 
 class DatagoError(Exception):
@@ -33,5 +36,13 @@ class SourceError(LoaderError):
     """The source could not be read (missing folder, API unreachable, shard lost)."""
 
 
-class SampleError(DatagoError):
-    """One sample could not be produced; it is skipped and counted, never raised to the user."""
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """One sample dropped while the stream goes on: logged, counted by `kind` in
+    `client.stats.skip_reasons` and kept in `client.stats.recent_skips`."""
+
+    kind: str
+    """What went wrong: the exception's class (`DecodeError`, ...) or a source's phrase."""
+    sample_id: str
+    cause: str
+    """Why, in words: the exception's message or what the source found."""

@@ -1,16 +1,11 @@
 """What the loader hands out: `Sample`, its numpy-backed `ImagePayload` and `LatentPayload`.
 
-Both surfaces read the same objects. The Rust wheel's surface: `attributes` as JSON text,
-`ImagePayload.get_payload()`, calling a payload or reading a PIL attribute from it (`mode`,
-`save`, `convert`, ...), `np.asarray(payload)`, `to_pil_image`, `to_numpy_array`, latents with
-`.data` / `.len`, and `python_types` (what `get_sample_auto_convert()` returns). Ours:
-`attributes_dict`, `data` as an (H, W, C) array, `to_numpy`, `to_pil`.
-"""
+Both surfaces read the same objects: the wheel's names and ours (guide, "`Sample`")."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -30,14 +25,8 @@ _PAYLOAD_FIELDS = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class ImagePayload:
-    """One image: decoded pixels (`data` is an HWC array) or encoded bytes (`is_encoded`).
-
-    `width`/`height` are the delivered size, `original_*` the decoded size before any
-    crop/resize. As upstream, `channels` is -1 for encoded payloads and 0 for an empty one.
-    As the Rust wheel's payload it also behaves as a PIL image: `payload()` returns one,
-    attributes a payload lacks (`save`, `convert`, `getpixel`, `info`, ...) are read from a PIL
-    image built for that access, and `np.asarray(payload)` gives the pixels PIL would.
-    """
+    """One image: decoded pixels (`data` is an HWC array) or encoded bytes (`is_encoded`); it
+    also behaves as the wheel's payload, a PIL image (guide, "`Sample`")."""
 
     data: PixelArray | bytes
     width: int
@@ -193,21 +182,15 @@ class LatentPayload:
 
 
 @dataclass(frozen=True, slots=True)
-class Sample:
-    """One training sample: its id, its image and everything that came with it.
-
-    `attributes` is the JSON text the Rust wheel gives (`'{}'` for files); `attributes_dict`
-    is the same, parsed.
-    """
+class SampleInfo:
+    """What a sample is besides its images, one definition for `Sample` and the sources'
+    `RawSample`: its id, where it came from and its metadata."""
 
     id: str
     source: str
-    image: ImagePayload = field(default_factory=ImagePayload.empty)
+    _: KW_ONLY
     attributes_dict: dict[str, Any] = field(default_factory=dict)
     duplicate_state: int = 0
-    masks: dict[str, ImagePayload] = field(default_factory=dict)
-    additional_images: dict[str, ImagePayload] = field(default_factory=dict)
-    latents: dict[str, LatentPayload] = field(default_factory=dict)
     coca_embedding: list[float] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
 
@@ -215,6 +198,26 @@ class Sample:
     def attributes(self) -> str:
         """The attributes as compact JSON text, as the wheel's `attributes`."""
         return _json_text(self.attributes_dict) if self.attributes_dict else "{}"
+
+    def info(self) -> dict[str, Any]:
+        """The `SampleInfo` fields by name: a decoded sample is built from a raw one's."""
+        return {name: getattr(self, name) for name in _INFO_FIELDS}
+
+
+_INFO_FIELDS = tuple(info.name for info in fields(SampleInfo))
+
+
+@dataclass(frozen=True, slots=True)
+class Sample(SampleInfo):
+    """One training sample: its id, its image and everything that came with it.
+
+    `attributes` is the JSON text the Rust wheel gives (`'{}'` for files); `attributes_dict`
+    is the same, parsed."""
+
+    image: ImagePayload = field(default_factory=ImagePayload.empty)
+    masks: dict[str, ImagePayload] = field(default_factory=dict)
+    additional_images: dict[str, ImagePayload] = field(default_factory=dict)
+    latents: dict[str, LatentPayload] = field(default_factory=dict)
 
 
 def python_types(sample: Sample) -> dict[str, Any]:

@@ -10,9 +10,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from datago.errors import Skip
+
 logger = logging.getLogger("datago")
 
 _MAX_LOGGED_SKIPS = 100  # then one line per 1000 skips, so a bad dataset cannot flood the log
+_RECENT_SKIPS = 100
 
 
 @dataclass(slots=True)
@@ -64,6 +67,9 @@ class Stats:
     elapsed_s: float = 0.0
     """Seconds from the first pass's start to this snapshot (0 on the live counters)."""
     skip_reasons: dict[str, int] = field(default_factory=dict)
+    """Skipped samples, by `Skip.kind`."""
+    recent_skips: list[Skip] = field(default_factory=list)
+    """The last 100 skips, oldest first."""
     decoders: dict[str, int] = field(default_factory=dict)
     """Images decoded (masks and additional images too), by decoder: `simplejpeg`,
     `image-rs`, `libpng`, `libwebp` or `pillow`. Pillow where a faster one was expected
@@ -72,16 +78,20 @@ class Stats:
         default_factory=threading.Lock, init=False, repr=False, compare=False
     )
 
-    def skip(self, sample_id: str, reason: str) -> None:
-        """Count and log one dropped sample; the stream goes on."""
+    def skip(self, kind: str, sample_id: str, cause: str) -> None:
+        """Count, keep and log one dropped sample (see `Skip`); the stream goes on."""
+        skip = Skip(kind, sample_id, cause)
         with self._lock:
             self.skipped += 1
             self.skips_in_a_row += 1
-            kind = reason.split(":", 1)[0]
             self.skip_reasons[kind] = self.skip_reasons.get(kind, 0) + 1
+            self.recent_skips.append(skip)
+            del self.recent_skips[:-_RECENT_SKIPS]
             count = self.skipped
         if count <= _MAX_LOGGED_SKIPS or count % 1000 == 0:
-            logger.warning("skipped sample %r: %s (%d skipped so far)", sample_id, reason, count)
+            logger.warning(
+                "skipped sample %r: %s: %s (%d skipped so far)", sample_id, kind, cause, count
+            )
 
     def drop_member(self, sample_id: str, member: str, reason: str) -> None:
         """Count and log one member left out of a sample that is still delivered."""
@@ -139,6 +149,7 @@ class Stats:
             return dataclasses.replace(
                 self,
                 skip_reasons=dict(self.skip_reasons),
+                recent_skips=list(self.recent_skips),
                 decoders=dict(self.decoders),
                 elapsed_s=elapsed,
             )

@@ -1,19 +1,6 @@
 """`DatagoIterDataset`: datago as a torch `IterableDataset`, split by rank and DataLoader worker.
 
-Use it with `DataLoader(dataset, batch_size=None)`: datago decodes in its own threads and,
-with `batch_size`, batches itself by image shape. Only this module imports torch.
-
-Split: rank r of n comes from `source_config.rank/world_size` when `world_size > 1` there,
-else from `torch.distributed` when it is initialised, else from the `RANK`/`WORLD_SIZE`
-environment variables (torchrun sets them), looked up by the process that iterates (a
-spawned DataLoader worker gets its parent's). Inside a rank, DataLoader worker w of W reads
-part w of W; the rank's samples are the same whatever W. Parts are disjoint, their union is
-the whole dataset.
-
-`limit` counts per rank, as upstream (every rank's client delivers `limit`). With
-`num_workers=0` a rank delivers exactly `limit` when it holds that many good samples. Worker
-w of W delivers at most its share, `limit // W + (w < limit % W)`, from its own part: a part
-short of good samples (bad ones are skipped) leaves the rank short, no other worker makes up.
+Use it with `DataLoader(dataset, batch_size=None)`. Only this module imports torch.
 """
 
 from __future__ import annotations
@@ -46,47 +33,8 @@ _DTYPES = {np.dtype(np.uint8): torch.uint8, np.dtype(np.uint16): torch.uint16}
 
 
 class DatagoIterDataset(IterableDataset[Any]):
-    """Samples of one datago config, split across ranks and DataLoader workers.
-
-    Args:
-        config: upstream's JSON config (text or dict) or a `ClientConfig`; parsed here.
-        return_python_types: yield the wheel's `get_sample_auto_convert()` dicts (PIL
-            images, attribute values as JSON text). False by default, where upstream's is
-            True: items are then our typed `Sample`s.
-        batch_size: yield batches of this many samples of one image shape (see below).
-        drop_last: with `batch_size`, drop partial batches instead of yielding them (the
-            count is logged at INFO at the end of each pass).
-        tensors: without `batch_size`, yield one dict per sample with tensor images.
-        layout: tensor images as "chw" (default), "hwc", or "channels_last": CHW-shaped
-            views of HWC memory (torch's channels_last format), no transpose copy;
-            batches add N in front.
-        max_open_batches: with `batch_size`, batches (one per shape) filling at once.
-        pin_memory: allocate tensors in pinned memory; needs CUDA and `num_workers=0`
-            (with workers, use `DataLoader(pin_memory=True)`).
-
-    Items: `Sample` objects by default. With `tensors` or `batch_size`, dicts with the
-    `Sample` fields plus `original_size` (width, height); `image`, `masks` and
-    `additional_images` hold uint8 tensors (uint16 for 16-bit images). A batch dict holds a
-    list per field, except `image`: one (N, C, H, W) tensor. Batches fill per shape (the
-    aspect bucket with `crop_and_resize`); one is yielded when full, and at the end, or when
-    a new shape needs a slot beyond `max_open_batches` (the oldest goes), as a partial
-    batch unless `drop_last`. At most `max_open_batches * (batch_size - 1)` samples wait.
-
-    `len()` is the rank's `limit` when there is one and no `batch_size` (a TypeError
-    otherwise: the number of batches depends on the shapes).
-
-    Resume (`state_dict` / `load_state_dict`): the state is that of the iteration in the
-    calling process, so it is the DataLoader's with `num_workers=0`. With workers each
-    worker has its own: torchdata's `StatefulDataLoader` gathers them (it calls these in
-    every worker and ships each state with that worker's items); a plain DataLoader cannot,
-    and `state_dict()` then raises. Per sample only: with `batch_size`, samples waiting in
-    open batches would be lost, so both raise.
-
-    Example:
-        >>> dataset = DatagoIterDataset(config, batch_size=32)
-        >>> for batch in DataLoader(dataset, batch_size=None, num_workers=2):
-        ...     images = batch["image"].cuda()
-    """
+    """Samples of one datago config as a torch `IterableDataset`, split across ranks and
+    DataLoader workers; see the guide's "torch" section."""
 
     def __init__(
         self,

@@ -1,12 +1,16 @@
-"""Shared fixtures only (builders live in `tests.helpers`): an image folder, a thread-leak guard."""
+"""Shared fixtures only (builders live in `tests.helpers`): an image folder, a thread-leak guard,
+fresh datago logging."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+import datago._log
 
 pytest.register_assert_rewrite("tests.helpers")
 
@@ -19,6 +23,25 @@ def image_dir(tmp_path: Path) -> tuple[Path, list[str]]:
     root = tmp_path / "images"
     paths = write_images(root, 16) + write_images(root / "sub", 8, start=16)
     return root, sorted(paths)
+
+
+@pytest.fixture
+def fresh_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[logging.Logger]:
+    """`initialize_logging` not run yet; every datago logger's level restored afterwards."""
+    loggers = [logging.getLogger(name) for name in ("datago", "datago.client", "datago.sources")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.NOTSET)
+    root = logging.getLogger("datago")
+    monkeypatch.setattr(root, "handlers", [])
+    monkeypatch.setattr(datago._log, "_handler", None)
+    for variable in ("RUST_LOG", "DATAGO_LOG"):
+        monkeypatch.delenv(variable, raising=False)
+    yield root
+    for logger, level in zip(loggers, levels, strict=True):
+        # setLevel, not an attribute restored: it clears logging's cache of effective levels,
+        # else a later test's caplog misses the warnings this level had hidden.
+        logger.setLevel(level)
 
 
 @pytest.fixture(autouse=True)

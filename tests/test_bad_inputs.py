@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datago import DatagoClient
+from datago import DatagoClient, Skip, Stats
 from tests.helpers import encode, file_config, file_id, path_of, photo, write_images
 
 
@@ -46,10 +46,16 @@ def test_bad_files_are_skipped_counted_and_logged(
     assert delivered == good
     assert stats.skipped == len(bad)
     assert stats.skip_reasons == {"DecodeError": len(bad)}
+    # Each skip is a value: its kind, the sample's id and the cause, as the log line says.
+    skips = {skip.sample_id: skip for skip in stats.recent_skips}
+    assert sorted(skips) == sorted(file_id(tmp_path / name) for name in bad)
+    assert {skip.kind for skip in skips.values()} == {"DecodeError"}
+    assert all(skip.cause for skip in skips.values())
     logged = {r.getMessage().split(":", 1)[0]: r.getMessage() for r in caplog.records}
     for name in bad:
         message = logged[f"skipped sample {file_id(tmp_path / name)!r}"]
-        assert ": DecodeError: " in message  # the reason, after the id
+        skip = skips[file_id(tmp_path / name)]
+        assert f": {skip.kind}: {skip.cause} (" in message  # the reason, after the id
 
 
 def test_imperfect_jpegs_are_delivered(tmp_path: Path) -> None:
@@ -116,7 +122,22 @@ def test_file_name_that_is_not_utf8_is_a_counted_skip(
     assert all(i.encode("utf-8") for i in delivered)
     assert stats.skipped == 1
     assert stats.skip_reasons == {"bad file name": 1}
+    [skip] = stats.recent_skips
+    assert (skip.kind, skip.cause) == ("bad file name", "bytes that are not UTF-8")
+    assert skip.sample_id.endswith("caf\udce9.jpg")
     assert "caf\\udce9.jpg" in caplog.text and "bytes that are not UTF-8" in caplog.text
+
+
+def test_only_the_last_skips_are_kept() -> None:
+    stats = Stats()
+    for i in range(250):
+        stats.skip("DecodeError", f"s{i}", "bad")
+    snapshot = stats.snapshot()
+    assert snapshot.skipped == 250 and snapshot.skip_reasons == {"DecodeError": 250}
+    assert [skip.sample_id for skip in snapshot.recent_skips] == [f"s{i}" for i in range(150, 250)]
+    stats.skip("no image", "s250", "no member is an image")
+    assert len(snapshot.recent_skips) == 100  # a snapshot does not change
+    assert stats.snapshot().recent_skips[-1] == Skip("no image", "s250", "no member is an image")
 
 
 def test_dangling_symlink_is_not_an_image_file(tmp_path: Path) -> None:

@@ -37,20 +37,6 @@ def test_initialize_logging_returns_false_the_second_time() -> None:
         logger.handlers, logger.level = handlers, level
 
 
-@pytest.fixture
-def fresh_logging(monkeypatch: pytest.MonkeyPatch) -> logging.Logger:
-    """`initialize_logging` not run yet; every datago logger's level restored afterwards."""
-    for name in ("datago", "datago.client", "datago.sources"):
-        logger = logging.getLogger(name)
-        monkeypatch.setattr(logger, "level", logging.NOTSET)
-    root = logging.getLogger("datago")
-    monkeypatch.setattr(root, "handlers", [])
-    monkeypatch.setattr(datago._log, "_handler", None)
-    for variable in ("RUST_LOG", "DATAGO_LOG"):
-        monkeypatch.delenv(variable, raising=False)
-    return root
-
-
 @pytest.mark.parametrize(
     ("spec", "level"),
     [

@@ -1,22 +1,7 @@
 """Bytes to pixels, each format by its fastest installed decoder (docs/performance.md).
 
-JPEG: simplejpeg. PNG: the Rust `image` crate through `image-rs` (Python >= 3.12), else libpng
-through `imagecodecs`, else Pillow; a decoder that fails hands the bytes to the next one. WebP:
-libwebp through `imagecodecs` for still images, else Pillow. The rest: Pillow. All of them
-release the GIL; pyspng is not used because it holds it. Modes follow upstream (the image
-crate): 16-bit PNGs stay 16-bit, a tRNS chunk becomes an alpha channel, GIF and palette images
-with transparency give RGBA, other palette images RGB. Pillow alone keeps 16 bits for grey
-only: 16-bit colour PNGs come out 8-bit (each sample's high byte), logged once.
-JPEGs that simplejpeg refuses are retried with an end marker added when they lack one, then
-given to Pillow (which takes stray bytes before a marker, or padding after the data); a
-truncated file still fails both. `decode` says which decoder made the pixels.
-
-Decompression bombs: every path reads the image size from the header and refuses an image
-over the pixel budget (`max_pixels`, `image_config.max_image_pixels`) before it allocates
-anything. The default, `DEFAULT_MAX_IMAGE_PIXELS`, lets through what the Rust wheel decodes
-(its image crate refuses to allocate over 512 MiB: 179 MP of RGB). Pillow is opened without
-its own guard (`PIL.Image.MAX_IMAGE_PIXELS`, 89.5 MP, which would refuse a 100 MP photo).
-"""
+Which decoder runs, the modes they give and the decompression-bomb guard are in the guide's
+`image_config` section; `decode` says which decoder made the pixels."""
 
 from __future__ import annotations
 

@@ -17,24 +17,19 @@ from typing import Any, Protocol
 
 from datago.config import Environment
 from datago.errors import ConfigError
+from datago.sample import SampleInfo
 from datago.stats import Stats
 
 
-@dataclass(slots=True)
-class RawSample:
+@dataclass(frozen=True, slots=True)
+class RawSample(SampleInfo):
     """A sample before decoding: encoded image bytes (or a file to read) and its metadata."""
 
-    id: str
-    source: str
     image: bytes | Path | None
     """Encoded bytes, a local file the decode thread reads, or None when there is no image."""
     masks: dict[str, bytes] = field(default_factory=dict)
     additional_images: dict[str, bytes] = field(default_factory=dict)
     latents: dict[str, bytes] = field(default_factory=dict)
-    attributes: dict[str, Any] = field(default_factory=dict)
-    duplicate_state: int = 0
-    coca_embedding: list[float] = field(default_factory=list)
-    tags: list[str] = field(default_factory=list)
     optional_extras: bool = False
     """A mask or additional image that cannot be decoded is left out (counted, logged)
     instead of failing the whole sample (webdataset members, as the Rust wheel does)."""

@@ -1,35 +1,7 @@
 """`source_type: "db"`: pages of the dataroom API, each item's files downloaded concurrently.
 
-Pages: `images/` is read by following each absolute `next` link verbatim (with the token)
-until it is null; the next page is fetched while the current one's items download.
-`random_sampling` asks `images/random/` again and again, a sampling with replacement that
-ends at the client's `limit` or at an empty page (upstream stops after one page), and raises
-`SourceError` once `RANDOM_GIVE_UP_ITEMS` samples in a row were skipped (malformed, not
-downloaded or not decodable: `stats.skips_in_a_row`), else a dataset with no good item
-would be drawn forever. Dataroom's random view ignores partitions, so every rank then draws
-from the whole filtered set.
-
-Splits: rank x torch worker, see `dataroom_query.SplitPlan`. Pages carry
-`Authorization: Token <DATAROOM_API_KEY>` (no header when the key is empty); media URLs are
-fetched without it (dataroom serves them from storage, often presigned, where it would not
-belong).
-
-Resume: the state is the URL of the page holding the last sample and how many of its items
-were taken; a resumed pass asks that page first and skips those items without downloading
-anything of them. Random sampling cannot resume (the server draws).
-
-Failures: every GET gets `DATAGO_MAX_RETRIES` attempts, with backoff, against 5xx, 408,
-429, resets, truncated bodies and answers slower than `Environment.page_timeout_s` (a page)
-or `file_timeout_s` (a file, through `datago.storage`): a silent API fails after about
-attempts x page_timeout_s. A
-page that still fails, or whose body is not `{"results": [...], "next": url | null}`,
-raises `SourceError` after the samples of the pages before it and counts a
-`stats.source_errors` (a 401/403 names the token, or says that it is not set), so a
-cut-short pass never looks like the end of the data. A malformed item, or a sample whose
-image or latent file cannot be downloaded (a 404, or attempts spent), is counted in `stats`
-as skipped and the stream goes on. Samples come out in page order; at most
-max(32, 4 x DATAGO_MAX_TASKS) of them download at once, and the next page is read only when
-they leave room.
+Behaviour (pages, splits, random sampling, retries, skips, resume) is in the guide's
+"The db source"; the query is built in `dataroom_query`, items parsed in `dataroom_items`.
 """
 
 from __future__ import annotations
@@ -267,7 +239,7 @@ class _Reader:
 
     async def _dispatch(self, item: ItemRefs | MalformedItem, position: DbPosition) -> None:
         if isinstance(item, MalformedItem):
-            self.stats.skip(item.sample_id, f"malformed dataroom item: {item}")
+            self.stats.skip("malformed dataroom item", item.sample_id, str(item))
         elif self.random or self.keeps(item.id):
             await self.pending.put((self._spawn(self._download(item)), position))
 
@@ -279,14 +251,14 @@ class _Reader:
         try:
             payloads = await self._get_all(urls)
         except SourceError as exc:
-            self.stats.skip(refs.id, f"download failed: {exc}")
+            self.stats.skip("download failed", refs.id, str(exc))
             return None
         image = payloads.pop(0) if refs.image_url is not None else None
         sample = RawSample(
             id=refs.id,
             source=refs.source,
             image=image,
-            attributes=refs.attributes,
+            attributes_dict=refs.attributes,
             duplicate_state=refs.duplicate_state,
             coca_embedding=refs.coca_embedding,
             tags=refs.tags,

@@ -132,7 +132,7 @@ class FileSource:
                 if fault is None:
                     yield index, path
                 else:
-                    context.stats.skip(path, f"bad file name: {fault}")
+                    context.stats.skip("bad file name", path, fault)
         if index < start:
             raise SourceError(
                 f"source_config.root_path {config.root_path!r} holds {index} images of "
@@ -154,7 +154,7 @@ async def _read_ahead(
         except SourceError as exc:
             if getattr(exc, "status", None) != 404:
                 raise
-            context.stats.skip(path, f"gone since listed: {exc}")
+            context.stats.skip("gone since listed", path, str(exc))
             return None
 
     try:

@@ -1,30 +1,7 @@
 """WebDataset members to samples: consecutive members sharing a key form one `RawSample`.
 
-Rules (webdataset's convention, not upstream datago's, see docs in `webdataset.py`):
-- key = member path up to the first dot of its file name, directory kept
-  (`dir/s0007.seg.png` -> key `dir/s0007`, extension `seg.png`); extensions are lower-cased;
-  a file name without a dot, or starting with one, is ignored. A new sample starts when the
-  key changes or an extension repeats.
-- image = extension whose last part is jpg, jpeg, png, webp, bmp, gif, tif or tiff.
-  The image whose extension equals `reference_image_type` (jpg and jpeg match each other) is
-  `image`; without one, the first image in tar order that is not a mask. An image whose
-  extension contains "mask" goes to `masks[ext]`, other images to `additional_images[ext]`.
-- an image member other than the main one that cannot be decoded is left out of the sample
-  (counted in `stats.dropped_members`, logged); the sample is still delivered, as the Rust
-  wheel does. A main image that cannot be decoded skips the sample.
-- text members go to `attributes` as their raw text, under their extension, as the Rust
-  wheel gives them (`{"cls": "3\\n", "json": "{...}", "txt": "..."}`: JSON is not parsed, so
-  a bad one cannot lose the sample); `cls`, `json` and `txt` are read as UTF-8 with invalid
-  bytes replaced, as the wheel; other extensions only when they are UTF-8 (binary payloads,
-  npy or pth, are ignored). Later members win on a repeated key.
-- a sample without a (non-mask) image is a counted skip, reason "no image".
-- a member whose name is unsafe or unusable as an id (absolute, a `..` component, a NUL,
-  bytes that are not UTF-8, over `MAX_NAME_CHARS`) makes its whole sample a counted skip,
-  reason "bad member name"; the tar is only read, never extracted, so nothing is written.
-- a group over `MAX_GROUP_MEMBERS` members or `MAX_GROUP_BYTES` bytes (dotted file names,
-  `img.0001.jpg, img.0002.jpg, ...`, make a whole shard one key) is a counted skip, reason
-  "oversized sample": its data is dropped at the cap and the rest of the key is read past.
-"""
+The rules (keys, which image is the main one, text members, skips) are in the guide's
+"The webdataset source"; a member name is judged here, never used as a path."""
 
 from __future__ import annotations
 
@@ -107,8 +84,9 @@ class SampleGrouper:
         self.size = 0
         """Bytes held in `members`."""
         self.kept = False
-        self.fault: str | None = None
-        """Why the current group is skipped whatever else it holds (a bad name, its size)."""
+        self.fault: tuple[str, str] | None = None
+        """Kind and cause of a skip of the current group whatever else it holds (a bad name,
+        its size)."""
         self.oversized = False
         """The group passed a cap: its members are dropped, and only a new key ends it."""
 
@@ -127,7 +105,7 @@ class SampleGrouper:
             self._first = member.start
         self._last = member.end
         if fault is not None:
-            self.fault = self.fault or f"bad member name: {fault}"
+            self.fault = self.fault or ("bad member name", fault)
         if not self.oversized:
             self.members[extension] = member.data  # also when not kept: it marks repeats
             self.size += len(member.data)
@@ -143,18 +121,18 @@ class SampleGrouper:
         if key is None or not kept:
             return None
         if fault is not None:
-            self.stats.skip(key[:200], fault)
+            self.stats.skip(fault[0], key[:200], fault[1])
             return None
         return self._build(key, members)
 
-    def drop(self, reason: str) -> None:
-        """Discard the current group, counting it as skipped when it was kept."""
+    def drop(self, cause: str) -> None:
+        """Discard the current group, a skipped "shard fault" when it was kept."""
         key, kept = self.key, self.kept
         self._reset()
         if key is not None and kept:
-            self.stats.skip(key, reason)
+            self.stats.skip("shard fault", key, cause)
 
-    def truncate(self, pending: str | None, reason: str) -> RawSample | None:
+    def truncate(self, pending: str | None, cause: str) -> RawSample | None:
         """The stream broke inside member `pending` (None: inside a header or unknown).
 
         Returns the current sample when `pending` starts a new key (so the current one is
@@ -162,10 +140,10 @@ class SampleGrouper:
         """
         parts = split_name(pending) if pending is not None else None
         if parts is None or parts[0] == self.key:
-            self.drop(reason)
+            self.drop(cause)
             return None
         done = self._start(parts[0])
-        self.drop(reason)
+        self.drop(cause)
         return done
 
     def _reset(self) -> None:
@@ -176,8 +154,9 @@ class SampleGrouper:
         """Drop the group's data at the cap; it becomes a skip whatever comes next."""
         self.members, self.size, self.oversized = {}, 0, True
         self.fault = self.fault or (
-            f"oversized sample: over {MAX_GROUP_MEMBERS} members or {MAX_GROUP_BYTES} bytes "
-            "(dotted file names give a whole shard one key?)"
+            "oversized sample",
+            f"over {MAX_GROUP_MEMBERS} members or {MAX_GROUP_BYTES} bytes "
+            "(dotted file names give a whole shard one key?)",
         )
 
     def _start(self, key: str) -> RawSample | None:
@@ -189,27 +168,37 @@ class SampleGrouper:
         return done
 
     def _build(self, key: str, members: dict[str, bytes]) -> RawSample | None:
-        sample = RawSample(id=key, source=self.source, image=None, optional_extras=True)
-        attributes: dict[str, Any] = sample.attributes
+        image: bytes | None = None
+        masks: dict[str, bytes] = {}
+        additional: dict[str, bytes] = {}
+        attributes: dict[str, Any] = {}
         first_image: str | None = None
         for extension, data in members.items():
             kind = extension.rpartition(".")[2]
             if kind in IMAGE_TYPES:
                 if "mask" in extension:
-                    sample.masks[extension] = data
-                elif extension in self.references and sample.image is None:
-                    sample.image = data
+                    masks[extension] = data
+                elif extension in self.references and image is None:
+                    image = data
                 else:
-                    sample.additional_images[extension] = data
+                    additional[extension] = data
                     first_image = first_image or extension
             else:
                 _add_text(attributes, extension, data)
-        if sample.image is None:
+        if image is None:
             if first_image is None:
-                self.stats.skip(key, "no image")
+                self.stats.skip("no image", key, "no member is an image")
                 return None
-            sample.image = sample.additional_images.pop(first_image)
-        return sample
+            image = additional.pop(first_image)
+        return RawSample(
+            key,
+            self.source,
+            image,
+            masks,
+            additional,
+            attributes_dict=attributes,
+            optional_extras=True,
+        )
 
 
 def _add_text(attributes: dict[str, Any], extension: str, data: bytes) -> None:

@@ -104,7 +104,7 @@ class ShardReader:
         if error is None:
             last = grouper.flush()
         else:
-            last = grouper.truncate(parser.pending_name, f"shard fault: {error}")
+            last = grouper.truncate(parser.pending_name, str(error))
         if last is not None:
             yield ShardSample(last, *grouper.span, inflater.gzipped, None)
         if isinstance(error, SourceError):

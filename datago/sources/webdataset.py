@@ -1,39 +1,7 @@
 """`source_type: "webdataset"`: samples streamed from tar shards: on disk, http(s), buckets.
 
-- `url`: a path, an http(s) URL or an object-store URL (`s3://`, `gs://`, `az://`, the
-  https forms of S3/GCS/Azure; `datago.storage`), or a list of them, each brace-expanded
-  (`shard-{000000..001281}.tar`, `{a,b}`). A URL ending in `/`, or an object-store URL
-  without braces that names no `.tar`/`.tar.gz`/`.tgz`, is a prefix: every shard below it,
-  listed and sorted (as upstream lists GCS buckets; upstream's GCS JSON listing URL,
-  `https://storage.googleapis.com/storage/v1/b/BUCKET/o?prefix=P`, lists that prefix); its state holds the listing's digest,
-  so a resume over other shards is refused. `storage_options` configure the store.
-- Samples: `id` is the webdataset key (member path up to the first dot of the file name,
-  directory kept; upstream uses the stem up to the last dot), `source` the shard URL; the
-  member rules (image, masks, json, text, bad names) are in `wds_groups`.
-- Split: parts (rank x torch worker) take every n-th shard; with fewer shards than parts,
-  parts share a shard and take every k-th sample of it (`shards.plan_part`). Upstream
-  instead makes every rank download every shard and hashes keys.
-- `random_sampling`: the shard list is shuffled (with `seed`, identically in every part
-  before the split, so parts see other shards each epoch), then this part's shards, then
-  samples pass through a shuffle buffer of `shuffle_buffer_size` samples (its memory:
-  that many encoded samples; `wds_shuffle`), all seeded with (`seed`, epoch). Seed `None`
-  means fresh entropy: `DatagoClient` picks a seed itself for a single reader, but with
-  `rank`/`world_size` (or torch workers) every part must be given the same `seed`.
-- Order: `concurrent_downloads` = k slots stream at once, samples taken round-robin over
-  them (`wds_slots`); the order is a function of (config, seed, epoch, part) alone.
-  Memory: about max(16, 4k) queued samples, plus one read chunk per slot.
-- Resume seeks: the state holds each slot's shard, the tar offset and group number of its
-  next sample, the rotation's turn and, with `random_sampling`, the shuffle buffer's refs.
-  A resumed pass reopens each slot's shard with a ranged read at its offset (gzipped shards
-  are inflated again from their start, `wds_shard`), never requests a finished shard, and
-  reads the buffered samples again by their refs.
-- Faults: retries and resumes happen in the storage (`datago.storage`), so transient faults
-  do not change the order. A shard lost for good (missing, HTTP error after retries,
-  truncated, even between members, without the tar's end block; empty or corrupt tar, a
-  member over 1 GiB, a gzip bomb) is counted in `stats.source_errors` and logged with its
-  reason; its samples read before the fault are kept, the partial one is a counted skip,
-  and the other shards go on. If every shard of this part fails, `SourceError` is raised
-  at the end so that a dead source never looks like an empty one.
+Shards are planned per part (`shards`), streamed k at a time (`wds_slots`), optionally
+shuffled (`wds_shuffle`); the guide's "The webdataset source" has the rules.
 """
 
 from __future__ import annotations

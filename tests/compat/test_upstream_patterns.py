@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import datago
 from datago import DatagoClient, ImagePayload, initialize_logging
 from tests.compat.conftest import db_config
 from tests.helpers import path_of, photo, write_images
@@ -120,11 +119,8 @@ def test_dataset_wrapper_on_the_dataroom_server(db_env: str, return_python_types
 
 
 def test_readme_patterns_for_each_source(
-    tmp_path: Path, shards_url: str, db_env: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, shards_url: str, db_env: str, fresh_logging: logging.Logger
 ) -> None:
-    monkeypatch.setattr(datago._log, "_handler", None)
-    monkeypatch.setattr(logging.getLogger("datago"), "handlers", [])
-    monkeypatch.setattr(logging.getLogger("datago"), "level", logging.NOTSET)
     assert initialize_logging() is True  # "Respects RUST_LOG"; the wheel's default level
     assert initialize_logging(log_level="warn") is False
     write_images(tmp_path, 3)

@@ -144,6 +144,14 @@ class Server:
         """Requests whose path starts with `prefix` that are still being answered."""
         return sum(1 for s in self.requests if s.ended is None and s.path.startswith(prefix))
 
+    async def settle(self, quiet_s: float = 0.1) -> None:
+        """Wait (on the server's own loop) until every request is answered and none came for
+        `quiet_s`: a closed client's last requests are logged before the log is read."""
+        count = -1
+        while count != len(self.requests) or self.in_flight():
+            count = len(self.requests)
+            await asyncio.sleep(quiet_s)
+
     def most_at_once(self, prefix: str = "/") -> int:
         """The most requests whose path starts with `prefix` that were answered at once."""
         chosen = [seen for seen in self.requests if seen.path.startswith(prefix)]

@@ -161,7 +161,7 @@ async def test_pages_are_followed_to_the_end_each_item_once(
         meta = catalogue[sample.id]
         assert sample.image == (tmp_path / "data" / sample.id).read_bytes()
         assert sample.source == sample.id.split("/")[0]
-        assert sample.attributes == {k: meta[k] for k in ("score", "width", "height")}
+        assert sample.attributes_dict == {k: meta[k] for k in ("score", "width", "height")}
         assert sample.tags == meta["tags"]
         assert sample.duplicate_state == meta.get("duplicate_state", -1)
         assert (sample.masks, sample.additional_images, sample.latents) == ({}, {}, {})
@@ -558,7 +558,7 @@ async def test_masks_additional_images_and_latents_are_routed(
     }
     assert cat.latents == {"latent_vae": b"\x93NUMPY raw latent bytes"}
     assert cat.coca_embedding == [0.5, 1.0, -2.25]
-    assert cat.attributes == {"width": 40, "height": 30, "caption_len": 3, "ok": True}
+    assert cat.attributes_dict == {"width": 40, "height": 30, "caption_len": 3, "ok": True}
 
 
 async def test_a_missing_latent_file_skips_its_sample(

@@ -53,7 +53,7 @@ async def test_every_sample_once_in_shard_order_with_its_members(tmp_path: Path)
         members = sample_members(index)
         assert sample.image == members["jpg"]
         assert sample.source == str(tmp_path / f"shard-{index // 5:03d}.tar")
-        assert sample.attributes == {  # raw text per member, as the Rust wheel
+        assert sample.attributes_dict == {  # raw text per member, as the Rust wheel
             "json": members["json"].decode(),
             "txt": f"caption {index}",
             "cls": str(index % 7),
@@ -112,13 +112,13 @@ async def test_grouping_rules_images_masks_and_keys(tmp_path: Path) -> None:
     second = by_id["s0008"]  # no reference image: the first image in tar order is the main one
     assert second.image == small_png(4)
     assert second.additional_images == {"webp": b"webp bytes"}
-    assert second.attributes == {"txt": "é"}
+    assert second.attributes_dict == {"txt": "é"}
     assert by_id["s0010"].image == small_jpeg(10)  # jpeg stands for jpg
-    assert by_id["s0010"].attributes == {"extra.json": '["x"]', "cls": "not a number"}
-    assert by_id["s0011"].attributes == {"json": "[1, 2]"}  # binary npy ignored
+    assert by_id["s0010"].attributes_dict == {"extra.json": '["x"]', "cls": "not a number"}
+    assert by_id["s0011"].attributes_dict == {"json": "[1, 2]"}  # binary npy ignored
     # cls, json and txt are read as the wheel reads them (invalid UTF-8 replaced); other
     # binary members are ignored
-    assert by_id["s0012"].attributes == {"cls": "3\ufffd\n"}
+    assert by_id["s0012"].attributes_dict == {"cls": "3\ufffd\n"}
     assert stats.skipped == 1
     assert stats.skip_reasons == {"no image": 1}
 
@@ -143,7 +143,7 @@ async def test_repeated_extension_starts_a_new_sample(tmp_path: Path) -> None:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     samples, _ = await collect_wds(wds_source(str(shard)))
-    assert [(s.id, s.image, s.attributes) for s in samples] == [
+    assert [(s.id, s.image, s.attributes_dict) for s in samples] == [
         ("k", small_jpeg(1), {}),
         ("k", small_jpeg(2), {"txt": "t"}),
     ]
@@ -158,7 +158,7 @@ async def test_invalid_json_is_kept_as_text_as_the_wheel_keeps_it(tmp_path: Path
         ],
     )
     samples, stats = await collect_wds(wds_source(str(shard)))
-    assert [(s.id, s.attributes) for s in samples] == [
+    assert [(s.id, s.attributes_dict) for s in samples] == [
         ("a", {"json": "{broken"}),
         ("b", {"json": "{}"}),
     ]
@@ -248,7 +248,7 @@ async def test_truncated_shard_keeps_complete_samples(
     cut_inside(tmp_path / "shard-000.tar", member, offset)
     samples, stats = await collect_wds(wds_source(pattern))
     assert [s.id for s in samples] == keys[: keys.index(partial)] + keys[6:]
-    assert all(s.attributes["txt"] == f"caption {int(s.id[1:])}" for s in samples)
+    assert all(s.attributes_dict["txt"] == f"caption {int(s.id[1:])}" for s in samples)
     assert stats.source_errors == 1
     assert stats.skipped == 1
     assert stats.skip_reasons == {"shard fault": 1}

@@ -43,7 +43,7 @@ async def test_every_sample_once_over_http_with_the_token(tmp_path: Path) -> Non
     assert sorted(s.id for s in samples) == keys
     by_id = {s.id: s for s in samples}
     assert by_id["s0007"].source == base + "shard-001.tar"
-    assert by_id["s0007"].attributes["txt"] == "caption 7"
+    assert by_id["s0007"].attributes_dict["txt"] == "caption 7"
     assert {seen.authorization for seen in server.requests} == {"Bearer tok"}
     assert server.per_name() == dict.fromkeys(files, 1)
     assert (stats.skipped, stats.source_errors) == (0, 0)
