@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import tarfile
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -131,7 +132,10 @@ def test_shards_by_brace_url_stream_every_sample_with_one_get_each(
         f"/{BUCKET}/wds/shard-{i:03d}.tar" for i in range(SHARDS)
     ], log
     assert lists(proxy) == []  # named shards are not listed
-    assert client.stats.bytes_fetched == sum(map(len, shard_bytes.values())), log
+    # Each shard is read to its tar end; the zero blocks after it may arrive or be dropped.
+    total = sum(map(len, shard_bytes.values()))
+    slack = len(shard_bytes) * tarfile.RECORDSIZE
+    assert total - slack <= client.stats.bytes_fetched <= total, log
     assert all("Credential=testing-key/" in seen.headers["Authorization"] for seen in gets(proxy))
 
 
