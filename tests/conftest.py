@@ -52,3 +52,12 @@ def no_thread_leak() -> Iterator[None]:
     while datago_threads() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not datago_threads(), f"leaked threads: {datago_threads()}"
+
+
+@pytest.fixture
+def no_aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """obstore also reads the process environment: keep a developer's AWS setup out."""
+    from tests.helpers.object_stores import AWS_VARIABLES  # imports moto: only where used
+
+    for variable in AWS_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)

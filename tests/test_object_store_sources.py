@@ -23,7 +23,6 @@ from datago import ConfigError, DatagoClient, SourceError
 from datago.config import ClientConfig, Environment
 from tests.helpers import encode, ids_of, photo, sample_spans, write_noisy_shards
 from tests.helpers.object_stores import (
-    AWS_VARIABLES,
     KEYS,
     Fault,
     MotoS3,
@@ -33,6 +32,8 @@ from tests.helpers.object_stores import (
     proxy_in_thread,
     s3_error,
 )
+
+pytestmark = pytest.mark.usefixtures("no_aws_environment")
 
 BUCKET = "train"
 SHARDS, PER_SHARD = 6, 50  # samples sNNNN of a JPEG and 24 KB of noise
@@ -63,12 +64,6 @@ def moto(shard_bytes: dict[str, bytes]) -> Iterator[MotoS3]:
         server.create_bucket("open-data", public=True)
         server.put("open-data", "one/shard.tar", shard_bytes["shard-002.tar"], public=True)
         yield server
-
-
-@pytest.fixture(autouse=True)
-def no_aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for variable in AWS_VARIABLES:
-        monkeypatch.delenv(variable, raising=False)
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ import pytest
 from datago.errors import ConfigError, SourceError
 from datago.storage.object_store import ObjectStore
 from tests.helpers.object_stores import (
-    AWS_VARIABLES,
     KEYS,
     Fault,
     MotoS3,
@@ -28,6 +27,8 @@ from tests.helpers.object_stores import (
     moto_s3,
     s3_error,
 )
+
+pytestmark = pytest.mark.usefixtures("no_aws_environment")
 
 BUCKET = "data"
 PUBLIC = "open-data"
@@ -49,13 +50,6 @@ def moto() -> Iterator[MotoS3]:
         for key in PREFIXED:
             server.put(PUBLIC, key, key.encode(), public=True)
         yield server
-
-
-@pytest.fixture(autouse=True)
-def no_aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """obstore also reads the process environment: keep a developer's AWS setup out."""
-    for variable in AWS_VARIABLES:
-        monkeypatch.delenv(variable, raising=False)
 
 
 @pytest.fixture
