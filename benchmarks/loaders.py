@@ -7,6 +7,7 @@ is timed.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 from collections.abc import Callable, Iterable, Iterator
@@ -24,7 +25,10 @@ from datago.imaging.buckets import BucketTable
 
 # Imported before the timer, as every loader's modules are (open_source imports them lazily).
 from datago.sources import dataroom, webdataset  # noqa: F401
-from datago.storage import http, object_store  # noqa: F401
+from datago.storage import http  # noqa: F401
+
+with contextlib.suppress(ImportError):  # obstore: absent where it has no wheel
+    from datago.storage import object_store  # noqa: F401
 
 Spec = dict[str, Any]
 Pixels = np.ndarray[Any, Any]
