@@ -30,10 +30,11 @@ BUCKET = "bench"
 BIG = "big.bin"
 OFFSET = 100 << 20
 CREDENTIALS = {"access_key_id": "testing", "secret_access_key": "testing", "region": "us-east-1"}
-LIBS = ("obstore", "datago", "s3fs", "aiohttp")
+LIBS = ("obstore", "datago", "datago-obstore", "s3fs", "aiohttp")
 TASKS = {
     "obstore": ("stream", "offset", "small", "list"),
-    "datago": ("stream", "offset", "small", "list"),
+    "datago": ("stream", "offset", "small", "list"),  # signed URLs through our HttpClient
+    "datago-obstore": ("stream", "offset", "small"),  # the same, reading through obstore
     "s3fs": ("stream", "offset", "small", "list"),
     "aiohttp": ("stream",),  # our HttpClient, unsigned: moto serves the object anyway
 }
@@ -82,10 +83,13 @@ async def measure(lib: str, task: str, endpoint: str) -> tuple[int, float | None
     """Bytes or keys seen, and the seconds to the first key (listing only)."""
     url = f"s3://{BUCKET}/{BIG}"
     start = OFFSET if task == "offset" else 0
-    if lib == "datago":
+    if lib.startswith("datago"):
         from datago.storage.object_store import ObjectStore
 
-        store = ObjectStore(attempts=3, options={"endpoint": endpoint, **CREDENTIALS})
+        options: dict[str, Any] = {"endpoint": endpoint, **CREDENTIALS}
+        if lib == "datago-obstore":  # a header only obstore's requests carry: it reads
+            options["default_headers"] = {"x-bench": "obstore"}
+        store = ObjectStore(attempts=3, options=options)
         try:
             if task == "small":
                 return sum(

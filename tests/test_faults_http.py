@@ -8,13 +8,23 @@ import pickle
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import aiohttp
 import pytest
 from aiohttp import web
 
 from datago.errors import SourceError
-from datago.storage.http import HttpClient, HttpStatusError, backoff_delay, is_retryable
+from datago.storage.http import (
+    MAX_RETRY_AFTER_S,
+    HttpClient,
+    HttpStatusError,
+    SignedUrl,
+    backoff_delay,
+    is_retryable,
+    parse_retry_after,
+)
 from tests.helpers import Fault, Server, free_port, script
 
 BODY = bytes(range(256)) * 40
@@ -86,7 +96,7 @@ async def test_a_retryable_status_is_asked_exactly_attempts_times(
 
 
 async def test_backoff_doubles_between_attempts(served: Served) -> None:
-    served.answer(*[503] * 3)
+    served.answer(*[500] * 3)
     http = HttpClient(attempts=4, backoff_base_s=0.2)
     try:
         assert await http.get_bytes(served.url) == BODY
@@ -99,6 +109,95 @@ async def test_backoff_doubles_between_attempts(served: Served) -> None:
     for attempt, gap in enumerate(gaps, start=1):
         assert backoff_delay(attempt, 0.2) <= gap < backoff_delay(attempt, 0.2) + 0.4
     assert [backoff_delay(n) for n in (1, 2, 3, 6, 7, 20)] == [0.1, 0.2, 0.4, 3.0, 3.0, 3.0]
+
+
+async def test_throttling_backs_off_ten_times_longer_with_jitter(served: Served) -> None:
+    served.answer(429, 503, 429)
+    http = HttpClient(attempts=4, backoff_base_s=0.02)  # throttled: 0.2, 0.4, 0.8 s, jittered
+    try:
+        assert await http.get_bytes(served.url) == BODY
+    finally:
+        await http.close()
+    gaps = [later - earlier for earlier, later in itertools.pairwise(served.times)]
+    for attempt, gap in enumerate(gaps, start=1):
+        assert 0.5 * backoff_delay(attempt, 0.2) <= gap < backoff_delay(attempt, 0.2) + 0.4
+
+
+@pytest.mark.parametrize("status", [429, 503])
+@pytest.mark.parametrize("form", ["seconds", "date"])
+async def test_retry_after_is_waited_for_exactly(served: Served, status: int, form: str) -> None:
+    when = datetime.now(UTC) + timedelta(seconds=2)
+    header = "1" if form == "seconds" else format_datetime(when, usegmt=True)
+    served.server.fault = script(Fault.error(status, Retry_After=header))
+    http = HttpClient(attempts=2, backoff_base_s=0.001)  # the backoff alone: 10 ms at most
+    try:
+        assert await http.get_bytes(served.url) == BODY
+    finally:
+        await http.close()
+    (gap,) = [later - earlier for earlier, later in itertools.pairwise(served.times)]
+    # an HTTP-date has whole seconds: 2 s from now is 1 to 2 s away
+    assert 0.95 <= gap < (1.5 if form == "seconds" else 2.5)
+
+
+async def test_a_stream_honours_retry_after_when_it_resumes(served: Served) -> None:
+    served.server.fault = script(Fault.cut(4000), Fault.error(503, Retry_After="1"))
+    http = HttpClient(attempts=3, backoff_base_s=0.001)
+    try:
+        assert b"".join([chunk async for chunk in http.stream(served.url)]) == BODY
+    finally:
+        await http.close()
+    requests = served.server.requests
+    assert [seen.status for seen in requests] == [200, 503, 200]  # no Range here: read again
+    assert 0.95 <= requests[2].started - requests[1].started < 1.5
+
+
+async def test_a_retry_after_longer_than_the_cap_fails_at_once_naming_it(served: Served) -> None:
+    served.server.fault = script(*[Fault.error(429, Retry_After="3600")] * 3)
+    http = HttpClient(attempts=3, backoff_base_s=0.001)
+    try:
+        with pytest.raises(
+            HttpStatusError, match=r"HTTP 429 \(Retry-After 3600 s: more than 60 s\)"
+        ):
+            await http.get_bytes(served.url)
+    finally:
+        await http.close()
+    assert len(served.times) == 1
+    assert MAX_RETRY_AFTER_S == 60
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [("7", 7.0), ("0", 0.0), (None, None), ("soon", None), ("-3", None), ("1.5", None)],
+)
+def test_retry_after_reads_delay_seconds(header: str | None, seconds: float | None) -> None:
+    assert parse_retry_after(header) == seconds
+
+
+def test_retry_after_reads_an_http_date_and_a_past_one_is_now() -> None:
+    later = datetime.now(UTC) + timedelta(seconds=30)
+    assert 28 < (parse_retry_after(format_datetime(later, usegmt=True)) or 0) <= 30
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+
+
+async def test_a_signed_url_is_signed_for_every_attempt_and_never_named(served: Served) -> None:
+    served.answer(500, 404)
+    signed: list[str] = []
+
+    async def sign() -> str:
+        signed.append(f"{served.url}?sig=secret%2F{len(signed)}")
+        return signed[-1]
+
+    http = HttpClient(attempts=3, backoff_base_s=0.001)
+    try:
+        with pytest.raises(HttpStatusError) as caught:
+            await http.get_bytes(SignedUrl("s3://bucket/blob", sign))
+    finally:
+        await http.close()
+    assert [seen.query for seen in served.server.requests] == [
+        {"sig": "secret/0"},
+        {"sig": "secret/1"},
+    ]
+    assert str(caught.value) == "GET s3://bucket/blob: HTTP 404: injected"
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 410, 416])

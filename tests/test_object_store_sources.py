@@ -104,7 +104,7 @@ def gets(proxy: S3Proxy, key_part: str = "") -> list[Seen]:
     return [
         seen
         for seen in proxy.of("GET")
-        if "list-type" not in seen.path_qs and key_part in seen.path_qs
+        if "list-type" not in seen.path_qs and key_part in seen.path
     ]
 
 
@@ -120,10 +120,8 @@ def test_shards_by_brace_url_stream_every_sample_with_one_get_each(
 ) -> None:
     ids, client = read_all(wds(proxy, f"s3://{BUCKET}/wds/shard-{{000..005}}.tar"))
     assert ids == ALL_KEYS
-    log = [
-        (seen.path_qs, seen.headers.get("Range"), seen.status, seen.sent) for seen in gets(proxy)
-    ]
-    assert sorted(seen.path_qs for seen in gets(proxy)) == [
+    log = [(seen.path, seen.headers.get("Range"), seen.status, seen.sent) for seen in gets(proxy)]
+    assert sorted(seen.path for seen in gets(proxy)) == [
         f"/{BUCKET}/wds/shard-{i:03d}.tar" for i in range(SHARDS)
     ], log
     assert lists(proxy) == []  # named shards are not listed
@@ -131,7 +129,7 @@ def test_shards_by_brace_url_stream_every_sample_with_one_get_each(
     total = sum(map(len, shard_bytes.values()))
     slack = len(shard_bytes) * tarfile.RECORDSIZE
     assert total - slack <= client.stats.bytes_fetched <= total, log
-    assert all("Credential=testing-key/" in seen.headers["Authorization"] for seen in gets(proxy))
+    assert all(str(seen.credential).startswith("testing-key/") for seen in gets(proxy))
 
 
 @pytest.mark.parametrize("url", [f"s3://{BUCKET}/wds/", f"s3://{BUCKET}/wds/shard-"])
@@ -151,7 +149,7 @@ def test_an_anonymous_client_reads_a_public_bucket_unsigned(proxy: S3Proxy) -> N
     options = {"endpoint": proxy.endpoint, "region": "us-east-1", "anonymous": True}
     ids, _ = read_all(wds(proxy, "s3://open-data/one/", storage_options=options))
     assert ids == ALL_KEYS[2 * PER_SHARD : 3 * PER_SHARD]
-    assert proxy.requests and all("Authorization" not in seen.headers for seen in proxy.requests)
+    assert proxy.requests and all(seen.credential is None for seen in proxy.requests)
 
 
 def test_credentials_and_a_plain_http_endpoint_come_from_the_environment(
@@ -165,7 +163,7 @@ def test_credentials_and_a_plain_http_endpoint_come_from_the_environment(
     del config["source_config"]["storage_options"]
     ids, _ = read_all(config)
     assert ids == ALL_KEYS[:PER_SHARD]
-    assert "Credential=env-key/" in gets(proxy)[0].headers["Authorization"]
+    assert str(gets(proxy)[0].credential).startswith("env-key/")
 
 
 @pytest.mark.parametrize("sampling", [{}, {"random_sampling": True, "seed": 3}])
@@ -231,9 +229,9 @@ def test_resuming_shards_reads_each_left_shard_once_from_a_sample_start(
     spans = {name: sample_spans(data) for name, data in shard_bytes.items()}
     shard_of = {key: name for name, keys in spans.items() for key in keys}
     left = {shard_of[key] for key in rest}
-    assert sorted(seen.path_qs.rsplit("/", 1)[1] for seen in requests) == sorted(left)
+    assert sorted(seen.path.rsplit("/", 1)[1] for seen in requests) == sorted(left)
     for seen in requests:  # each from the first sample not delivered yet: a ranged read
-        name = seen.path_qs.rsplit("/", 1)[1]
+        name = seen.path.rsplit("/", 1)[1]
         starts = {spans[name][key][0] for key in rest if shard_of[key] == name}
         assert seen.range_start in starts | {0}, (name, seen.headers.get("Range"))
     assert any(seen.range_start for seen in requests)
@@ -280,7 +278,7 @@ def test_resuming_a_bucket_folder_reads_only_the_files_left(moto: MotoS3) -> Non
         with DatagoClient(files(proxy), environment=fast()) as client:
             client.load_state_dict(state)
             rest = [plain(i) for i in ids_of(client)]
-        read = sorted(f"s3:/{seen.path_qs}" for seen in gets(proxy))
+        read = sorted(f"s3:/{seen.path}" for seen in gets(proxy))
     assert head + rest == sorted(f"s3://{BUCKET}/{key}" for key in IMAGES)
     assert read == sorted(rest)
 
@@ -307,7 +305,7 @@ def test_a_reset_mid_shard_resumes_with_a_ranged_read(proxy: S3Proxy) -> None:
     cut = [True]
 
     def reset(seen: Seen) -> Fault | None:
-        if seen.path_qs.endswith("shard-001.tar") and cut[0]:
+        if seen.path.endswith("shard-001.tar") and cut[0]:
             cut[0] = False
             return Fault(cut_after=1_200_000)
         return None
@@ -316,14 +314,14 @@ def test_a_reset_mid_shard_resumes_with_a_ranged_read(proxy: S3Proxy) -> None:
     ids, client = read_all(wds(proxy, f"s3://{BUCKET}/wds/shard-{{000..002}}.tar"))
     assert ids == ALL_KEYS[: 3 * PER_SHARD]
     asked = [seen.range_start for seen in gets(proxy, "shard-001")]
-    # resumed at the end of the last whole chunk delivered (chunks are >= 1 MiB)
-    assert len(asked) == 2 and asked[0] == 0 and 1 << 20 <= asked[1] <= 1_200_000
+    # resumed at the last byte delivered, which the cut bounds
+    assert len(asked) == 2 and asked[0] == 0 and 0 < asked[1] <= 1_200_000
     assert client.stats.source_errors == 0
 
 
 def test_a_denied_shard_is_counted_once_not_retried_and_the_rest_go_on(proxy: S3Proxy) -> None:
     def deny(seen: Seen) -> Fault | None:
-        return s3_error(403, "AccessDenied") if "shard-001" in seen.path_qs else None
+        return s3_error(403, "AccessDenied") if "shard-001" in seen.path else None
 
     proxy.fault = deny
     ids, client = read_all(wds(proxy, f"s3://{BUCKET}/wds/shard-{{000..002}}.tar"))
@@ -333,7 +331,7 @@ def test_a_denied_shard_is_counted_once_not_retried_and_the_rest_go_on(proxy: S3
 
 
 def test_a_denied_file_ends_the_stream_with_its_url_and_status(proxy: S3Proxy) -> None:
-    proxy.fault = lambda seen: s3_error(403, "AccessDenied") if "007" in seen.path_qs else None
+    proxy.fault = lambda seen: s3_error(403, "AccessDenied") if "007" in seen.path else None
     with (
         DatagoClient(files(proxy), environment=fast()) as client,
         pytest.raises(SourceError) as caught,
@@ -403,4 +401,4 @@ def test_upstreams_gcs_listing_url_lists_and_reads_unsigned(
         "/open-data/one/shard.tar"
     ]
     assert len(lists(proxy)) == 1
-    assert all("Authorization" not in seen.headers for seen in proxy.requests)
+    assert all(seen.credential is None for seen in proxy.requests)

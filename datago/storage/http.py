@@ -1,5 +1,8 @@
 """HTTP GETs with retries: exponential backoff on 5xx, 408, 429, resets and timeouts.
 
+Throttling (429, 503) waits what the answer's `Retry-After` asks, or else a ten times longer,
+jittered backoff; a server asking for more than `MAX_RETRY_AFTER_S` fails the request at once.
+
 `HttpClient.stream` reads a long body (a tar shard) in chunks, from any byte (`Range`), and,
 after a failure mid-body, resumes at the byte it reached: with `Range: bytes=N-` when the
 server answers 206, else by reading the body again and dropping its first N bytes. Either
@@ -18,11 +21,16 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import re
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, NoReturn
 
 import aiohttp
+from yarl import URL
 
 from datago.errors import SourceError
 from datago.storage import StorageOptions
@@ -30,6 +38,9 @@ from datago.storage import StorageOptions
 logger = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
+THROTTLE_STATUS = frozenset({429, 503})
+MAX_RETRY_AFTER_S = 60.0
+"""The longest `Retry-After` waited for; a longer one fails the request at once, with it named."""
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(\d+|\*)")
 _PERMANENT = (
     aiohttp.InvalidURL,
@@ -46,24 +57,41 @@ DRAIN_BYTES = 64 << 10
 
 
 class HttpStatusError(SourceError):
-    """The server answered with an error status; `detail` is the start of its body, if any."""
+    """The server answered with an error status; `detail` is the start of its body, if any,
+    and `retry_after` the seconds its `Retry-After` header asked for."""
 
-    def __init__(self, url: str, status: int, detail: str = "") -> None:
+    def __init__(
+        self, url: str, status: int, detail: str = "", retry_after: float | None = None
+    ) -> None:
         message = f"GET {url}: HTTP {status}"
+        if retry_after is not None and retry_after > MAX_RETRY_AFTER_S:
+            message += f" (Retry-After {retry_after:.0f} s: more than {MAX_RETRY_AFTER_S:.0f} s)"
         super().__init__(f"{message}: {detail}" if detail else message)
         self.url = url
         self.status = status
         self.detail = detail
+        self.retry_after = retry_after
 
-    def __reduce__(self) -> tuple[type[HttpStatusError], tuple[str, int, str]]:
+    def __reduce__(
+        self,
+    ) -> tuple[type[HttpStatusError], tuple[str, int, str, float | None]]:
         # Rebuilt from its fields, so it survives a trip out of a torch DataLoader worker.
-        return type(self), (self.url, self.status, self.detail)
+        return type(self), (self.url, self.status, self.detail, self.retry_after)
+
+
+@dataclass(frozen=True)
+class SignedUrl:
+    """A URL signed afresh for every request (each retry and resume); messages name `name`."""
+
+    name: str
+    sign: Callable[[], Awaitable[str]]
 
 
 def is_retryable(exc: BaseException) -> bool:
     """Whether another attempt may succeed: transient statuses, resets, timeouts, bad bodies."""
     if isinstance(exc, HttpStatusError):
-        return exc.status in RETRYABLE_STATUS
+        too_long = exc.retry_after is not None and exc.retry_after > MAX_RETRY_AFTER_S
+        return exc.status in RETRYABLE_STATUS and not too_long
     if isinstance(exc, _PERMANENT):
         return False
     return isinstance(exc, aiohttp.ClientError | asyncio.TimeoutError | ConnectionError)
@@ -74,6 +102,33 @@ def backoff_delay(attempt: int, base_s: float = 0.1, cap_s: float = 3.0) -> floa
     return float(min(cap_s, base_s * 2 ** (attempt - 1)))
 
 
+def retry_delay(
+    failures: int, status: int | None, retry_after: float | None, base_s: float, throttle_s: float
+) -> float:
+    """Seconds before the next try: what `Retry-After` asked, else the backoff, after throttling
+    (429, 503) from `throttle_s`, doubling to 20 times it and jittered (clients spread out)."""
+    if retry_after is not None:
+        return retry_after
+    if status in THROTTLE_STATUS:
+        cap = max(20 * throttle_s, 3.0)
+        return backoff_delay(failures, throttle_s, cap) * random.uniform(0.5, 1.0)
+    return backoff_delay(failures, base_s)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """The seconds a `Retry-After` header asks to wait (delay-seconds or an HTTP-date)."""
+    value = (value or "").strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None  # absent or unreadable: the backoff decides
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
 class HttpClient:
     """One aiohttp session per pass; `get_bytes` / `get_json` retry transient failures.
 
@@ -82,6 +137,7 @@ class HttpClient:
     bound), each `stream` read within `stall_timeout_s`. An error answer's body is quoted if
     it comes within `detail_wait_s`; a stream closed early reads its rest within
     `drain_wait_s`. `on_receive` is called with the size of every body chunk received.
+    Throttling backs off from `throttle_base_s` (10 x `backoff_base_s` by default).
     """
 
     def __init__(
@@ -91,6 +147,7 @@ class HttpClient:
         timeout_s: float = 60.0,
         max_connections: int = 128,
         backoff_base_s: float = 0.1,
+        throttle_base_s: float | None = None,
         stall_timeout_s: float = 60.0,
         detail_wait_s: float = 1.0,
         drain_wait_s: float = 1.0,
@@ -98,6 +155,7 @@ class HttpClient:
     ) -> None:
         self.attempts = attempts
         self.backoff_base_s = backoff_base_s
+        self.throttle_base_s = 10 * backoff_base_s if throttle_base_s is None else throttle_base_s
         self.detail_wait_s = detail_wait_s
         self.drain_wait_s = drain_wait_s
         self.on_receive = on_receive or _ignore
@@ -118,7 +176,7 @@ class HttpClient:
 
     async def get_bytes(
         self,
-        url: str,
+        url: str | SignedUrl,
         headers: Mapping[str, str] | None = None,
         timeout_s: float | None = None,
         byte_range: tuple[int, int | None] = (0, None),
@@ -128,6 +186,7 @@ class HttpClient:
         `timeout_s` bounds each attempt instead of the client's `timeout_s`; `byte_range`
         asks for bytes [start, end) only (end None: to the end).
         """
+        name = _name(url)
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
         timeout = self.timeout if timeout_s == self.timeout_s else _total_timeout(timeout_s)
         start, end = byte_range
@@ -138,21 +197,22 @@ class HttpClient:
                 return b""
         for attempt in range(1, self.attempts + 1):
             try:
-                async with self.session.get(url, headers=headers, timeout=timeout) as response:
+                href = await _href(url)
+                async with self.session.get(href, headers=headers, timeout=timeout) as response:
                     if response.status >= 400:
-                        raise await self._status_error(url, response)
+                        raise await self._status_error(name, response)
                     body = await response.read()
                     self.on_receive(len(body))
-                    return _slice(url, response, body, start, end)
+                    return _slice(name, response, body, start, end)
             except Exception as exc:
                 if not is_retryable(exc) or attempt == self.attempts:
                     if isinstance(exc, SourceError):
                         raise
                     raise SourceError(
-                        f"GET {url} failed after {attempt} attempt(s): {_describe(exc, timeout_s)}"
+                        f"GET {name} failed after {attempt} attempt(s): {_describe(exc, timeout_s)}"
                     ) from exc
-                delay = backoff_delay(attempt, self.backoff_base_s)
-                logger.info("GET %s failed (%r); retry %d in %.2fs", url, exc, attempt, delay)
+                delay = self._delay(attempt, exc)
+                logger.info("GET %s failed (%r); retry %d in %.2fs", name, exc, attempt, delay)
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # the loop returns or raises
 
@@ -165,7 +225,7 @@ class HttpClient:
             raise SourceError(f"GET {url}: the body is not JSON ({exc})") from exc
 
     async def stream(
-        self, url: str, headers: Mapping[str, str] | None = None, start: int = 0
+        self, url: str | SignedUrl, headers: Mapping[str, str] | None = None, start: int = 0
     ) -> AsyncGenerator[bytes, None]:
         """The body of a GET from byte `start`, in chunks as they arrive (not copied), resumed
         after a failure.
@@ -174,6 +234,7 @@ class HttpClient:
         progress starts the count again, so a long shard survives several resets, but a server
         that sends a few bytes and then resets, forever, fails the stream.
         """
+        name = _name(url)
         received = start
         total: int | None = None
         version: str | None = None  # ETag or Last-Modified of the first answer
@@ -187,24 +248,25 @@ class HttpClient:
                     request_headers["If-Range"] = version  # a changed resource comes whole
             delivered = 0  # by this attempt
             try:
+                href = await _href(url)
                 async with self.session.get(
-                    url, headers=request_headers, timeout=self.stream_timeout
+                    href, headers=request_headers, timeout=self.stream_timeout
                 ) as response:
                     if received and response.status == 416 and received == total:
                         return  # everything had arrived; the failure came after the last byte
                     if response.status >= 400:
-                        raise await self._status_error(url, response)
-                    begin, length = _body_range(url, response)
+                        raise await self._status_error(name, response)
+                    begin, length = _body_range(name, response)
                     seen = response.headers.get("ETag") or response.headers.get("Last-Modified")
                     if (total is not None and length is not None and length != total) or (
                         version and seen and version != seen
                     ):
-                        raise SourceError(f"GET {url}: the resource changed while resuming")
+                        raise SourceError(f"GET {name}: the resource changed while resuming")
                     total = length if length is not None else total
                     version = version or seen
                     if begin > received:
                         raise SourceError(
-                            f"GET {url}: the server resumed at {begin}, not {received}"
+                            f"GET {name}: the server resumed at {begin}, not {received}"
                         )
                     drop = received - begin  # bytes before the wanted one: skipped unread
                     async for chunk, _ in response.content.iter_chunks():
@@ -230,14 +292,21 @@ class HttpClient:
                     if isinstance(exc, SourceError):
                         raise
                     raise SourceError(
-                        f"GET {url} failed at byte {received} after {failures} attempt(s) "
+                        f"GET {name} failed at byte {received} after {failures} attempt(s) "
                         f"in a row: {exc!r}"
                     ) from exc
-                delay = backoff_delay(failures, self.backoff_base_s)
+                delay = self._delay(failures, exc)
                 logger.info(
-                    "GET %s failed at byte %d (%r); retry in %.2fs", url, received, exc, delay
+                    "GET %s failed at byte %d (%r); retry in %.2fs", name, received, exc, delay
                 )
                 await asyncio.sleep(delay)
+
+    def _delay(self, failures: int, exc: BaseException) -> float:
+        """Seconds to wait after the `failures`-th failure in a row."""
+        status, retry_after = (
+            (exc.status, exc.retry_after) if isinstance(exc, HttpStatusError) else (None, None)
+        )
+        return retry_delay(failures, status, retry_after, self.backoff_base_s, self.throttle_base_s)
 
     async def _drain(self, response: aiohttp.ClientResponse, total: int | None, at: int) -> None:
         """Read and drop the rest of a body the caller no longer needs (a tar's padding).
@@ -263,7 +332,9 @@ class HttpClient:
             data = json.loads(text)
             if isinstance(data, dict) and isinstance(data.get("detail"), str):
                 text = data["detail"]
-        return HttpStatusError(url, response.status, " ".join(text.split())[:_DETAIL_BYTES])
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        detail = " ".join(text.split())[:_DETAIL_BYTES]
+        return HttpStatusError(url, response.status, detail, retry_after)
 
 
 class HttpStorage:
@@ -301,6 +372,15 @@ def _cannot_list(prefix: str) -> NoReturn:
 
 def _ignore(size: int) -> None:
     pass
+
+
+def _name(url: str | SignedUrl) -> str:
+    return url if isinstance(url, str) else url.name
+
+
+async def _href(url: str | SignedUrl) -> str | URL:
+    """What to GET: the URL, or a fresh signature of it, sent exactly as signed."""
+    return url if isinstance(url, str) else URL(await url.sign(), encoded=True)
 
 
 def _slice(

@@ -1,20 +1,23 @@
-"""Object stores (S3, GCS, Azure Blob) through obstore: streamed listing, ranged streams, reads.
+"""Object stores (S3, GCS, Azure Blob): obstore lists and signs, our HTTP client reads.
 
 `ObjectStore` reads `s3://`, `gs://` and `az://` URLs (and the https forms `parse_url` knows).
-Retries are ours, not obstore's (its own are switched off), so `attempts` counts requests as
-`DATAGO_MAX_RETRIES` does for HTTP: 5xx, 408, 429 and transport faults are retried with
-jittered backoff, longer after a 429/503 (throttling); a broken body resumes with a ranged
-read from the last byte delivered, pinned to the first answer's ETag. 401/403/404, a missing
-bucket or credentials are not retried. Every failure is a `SourceError` naming the URL.
+A GET goes to a URL obstore signs afresh for each request, through `HttpClient`: the retries,
+`Retry-After`, ranged resumes and ETag checks of http(s). A store without a key to sign with
+(`_signer`) is read through obstore instead, with the same retry rules but no `Retry-After`
+(obstore hides headers), as listings are. Retries are ours (obstore's are off):
+`attempts` counts requests as `DATAGO_MAX_RETRIES` does. 401/403/404, a missing bucket or
+credentials are not retried. Every failure is a `SourceError` naming the URL, never a signature.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
-import random
 import re
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from contextlib import aclosing
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -30,7 +33,14 @@ from obstore.store import AzureStore, GCSStore, S3Store
 
 from datago.errors import ConfigError, SourceError
 from datago.storage import StorageOptions
-from datago.storage.http import RESUME_PROGRESS_BYTES, backoff_delay
+from datago.storage.http import (
+    MAX_RETRY_AFTER_S,
+    RESUME_PROGRESS_BYTES,
+    HttpClient,
+    HttpStatusError,
+    SignedUrl,
+    retry_delay,
+)
 from datago.storage.object_store_url import ObjectLocation, parse_url
 
 if TYPE_CHECKING:
@@ -44,7 +54,7 @@ T = TypeVar("T")
 CHUNK_BYTES = 1 << 20
 """Smallest chunk `stream` yields (but the last): obstore joins network frames up to it."""
 LIST_PAGE = 1000  # keys per listing batch: one S3/GCS/Azure page
-THROTTLE_STATUSES = frozenset({429, 503})
+SIGNED_FOR = timedelta(hours=1)  # each request has a URL of its own: it needs only minutes
 _RETRYABLE_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
 _STATUS = re.compile(r"status code: (\d{3})")
 _ERROR_CODE = re.compile(r"<Code>(\w+)</Code>")
@@ -87,7 +97,17 @@ _CREDENTIAL_KEYS = (
     "sas_key",
     "bearer_token",
 )
+_UNSIGNABLE_KEYS = ("sas_key", "request_payer", "sse_customer_key_base64")
+"""A SAS token cannot sign a URL; the others are headers a signed URL would not carry."""
 _QUIESCE_S = 0.02
+
+
+@dataclass(frozen=True)
+class _Bucket:
+    """One bucket's obstore store, and how to sign a GET of a key (None: it cannot sign)."""
+
+    store: Any
+    sign: Callable[[str], Awaitable[str]] | None
 
 
 class ObjectStore:
@@ -124,7 +144,8 @@ class ObjectStore:
         self.backoff_base_s = backoff_base_s
         self.throttle_base_s = throttle_base_s
         self.chunk_bytes = chunk_bytes
-        self._stores: dict[tuple[str, str, str, bool], Any] = {}
+        self._buckets: dict[tuple[str, str, str, bool], _Bucket] = {}
+        self._http: HttpClient | None = None
 
     @classmethod
     def from_options(
@@ -150,7 +171,7 @@ class ObjectStore:
         failed page is asked again from the last key seen (start-after): no key twice.
         """
         location = parse_url(prefix_url)
-        store = self._store(location)
+        store = self._bucket(location).store
         key = location.key
         folder, after = key.rstrip("/"), None
         if key and not key.endswith("/"):  # a plain prefix: list from just before it
@@ -182,7 +203,79 @@ class ObjectStore:
         progress starts the count again. An object that changes meanwhile is an error.
         """
         location = parse_url(url)
-        store = self._store(location)
+        bucket = self._bucket(location)
+        if bucket.sign is None:
+            chunks = self._stream_unsigned(bucket.store, location, url, start)
+        else:
+            chunks = self._client().stream(self._signed(bucket.sign, location, url), start=start)
+        received = start
+        try:
+            async with aclosing(chunks):
+                async for chunk in chunks:
+                    received += len(chunk)
+                    yield chunk
+        except HttpStatusError as exc:
+            if exc.status == 416 and await self._ends_at(bucket.store, location, url, received):
+                return
+            raise _source_error("GET", url, exc, self.attempts, received) from exc
+
+    async def read(self, url: str, start: int = 0, end: int | None = None) -> bytes:
+        """Bytes [start, end) of the object (to its end when `end` is None), in one piece;
+        each attempt must end within `timeout_s`."""
+        location = parse_url(url)
+        bucket = self._bucket(location)
+        if end is not None and end <= start:
+            return b""
+        if bucket.sign is None:
+            return await self._read_unsigned(bucket.store, location, url, start, end)
+        signed = self._signed(bucket.sign, location, url)
+        try:
+            return await self._client().get_bytes(signed, byte_range=(start, end))
+        except HttpStatusError as exc:
+            raise _source_error("GET", url, exc, self.attempts) from exc
+
+    async def close(self) -> None:
+        """Close the HTTP client and forget the stores; then let obstore's threads leave Python
+        before the loop ends.
+
+        CPython < 3.14 aborts the process if one of them re-enters Python while the
+        interpreter exits (measured: 1 to 5 runs in 12 ended in SIGABRT without this pause).
+        """
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+        self._buckets.clear()
+        await asyncio.sleep(_QUIESCE_S)
+
+    def _client(self) -> HttpClient:
+        """The HTTP client of signed GETs, made on first use (on the loop)."""
+        if self._http is None:
+            self._http = HttpClient(
+                attempts=self.attempts,
+                timeout_s=self.timeout_s,
+                stall_timeout_s=self.stall_timeout_s,
+                backoff_base_s=self.backoff_base_s,
+                throttle_base_s=self.throttle_base_s,
+                on_receive=self.on_fetch,
+            )
+        return self._http
+
+    @staticmethod
+    def _signed(
+        sign: Callable[[str], Awaitable[str]], location: ObjectLocation, url: str
+    ) -> SignedUrl:
+        async def fresh() -> str:
+            try:
+                return await sign(location.key)
+            except Exception as exc:  # no credentials, most likely: not worth a retry
+                raise _source_error("GET", url, exc, 1) from exc
+
+        return SignedUrl(url, fresh)
+
+    async def _stream_unsigned(
+        self, store: Any, location: ObjectLocation, url: str, start: int
+    ) -> AsyncGenerator[bytes, None]:
+        """`stream` through obstore, resumed after faults, pinned to the first ETag."""
         received, failures, etag = start, 0, None
         while True:
             delivered = 0
@@ -210,13 +303,10 @@ class ObjectStore:
                     raise _source_error("GET", url, exc, failures, received) from exc
                 await asyncio.sleep(delay)
 
-    async def read(self, url: str, start: int = 0, end: int | None = None) -> bytes:
-        """Bytes [start, end) of the object (to its end when `end` is None), in one piece;
-        each attempt must end within `timeout_s`."""
-        location = parse_url(url)
-        store = self._store(location)
-        if end is not None and end <= start:
-            return b""
+    async def _read_unsigned(
+        self, store: Any, location: ObjectLocation, url: str, start: int, end: int | None
+    ) -> bytes:
+        """`read` through obstore."""
         options: GetOptions = {}
         if end is not None:
             options["range"] = (start, end)
@@ -231,15 +321,6 @@ class ObjectStore:
         data = await self._retrying("GET", url, attempt)
         self.on_fetch(len(data))
         return data
-
-    async def close(self) -> None:
-        """Forget the stores; then let obstore's threads leave Python before the loop ends.
-
-        CPython < 3.14 aborts the process if one of them re-enters Python while the
-        interpreter exits (measured: 1 to 5 runs in 12 ended in SIGABRT without this pause).
-        """
-        self._stores.clear()
-        await asyncio.sleep(_QUIESCE_S)
 
     async def _retrying(self, op: str, url: str, call: Callable[[], Awaitable[T]]) -> T:
         for attempt in range(1, self.attempts + 1):
@@ -256,9 +337,8 @@ class ObjectStore:
         """Whether to try again after the `failures`-th failure in a row, and after how long."""
         if failures >= self.attempts or not _is_retryable(exc):
             return False, 0.0
-        base = self.throttle_base_s if _status(exc) in THROTTLE_STATUSES else self.backoff_base_s
-        cap = max(20 * base, 3.0)
-        return True, backoff_delay(failures, base, cap) * random.uniform(0.5, 1.0)
+        delay = retry_delay(failures, _status(exc), None, self.backoff_base_s, self.throttle_base_s)
+        return True, delay
 
     async def _ends_at(self, store: Any, location: ObjectLocation, url: str, offset: int) -> bool:
         """After a 416: whether `offset` is the object's end (nothing left), not past it."""
@@ -267,15 +347,15 @@ class ObjectStore:
             raise SourceError(f"GET {url}: offset {offset} is past the end ({meta['size']} bytes)")
         return bool(offset == meta["size"])
 
-    def _store(self, location: ObjectLocation) -> Any:
-        """The obstore store of a location's bucket, built once from `options` and `env`."""
+    def _bucket(self, location: ObjectLocation) -> _Bucket:
+        """The store of a location's bucket and its signer, built once from `options`, `env`."""
         ident = (location.kind, location.bucket, location.account, location.quoted)
-        store = self._stores.get(ident)
-        if store is None:
-            store = self._stores[ident] = self._build(location)
-        return store
+        bucket = self._buckets.get(ident)
+        if bucket is None:
+            bucket = self._buckets[ident] = self._build(location)
+        return bucket
 
-    def _build(self, location: ObjectLocation) -> Any:
+    def _build(self, location: ObjectLocation) -> _Bucket:
         config: dict[str, Any] = {}
         for variable, key in _ENV_KEYS[location.kind]:
             if self.env.get(variable):
@@ -302,7 +382,7 @@ class ObjectStore:
             client.setdefault("allow_http", True)
         kinds = {"s3": S3Store, "gcs": GCSStore, "azure": AzureStore}
         try:
-            return kinds[location.kind](
+            store = kinds[location.kind](
                 location.bucket,
                 config=config,
                 client_options=client,
@@ -315,6 +395,13 @@ class ObjectStore:
             if location.kind == "azure" and "account" in str(exc).lower():
                 hint = "; set AZURE_STORAGE_ACCOUNT_NAME or storage_options account_name"
             raise SourceError(f"{location.url}: {_first_line(exc)}{hint}") from exc
+        headers_only_obstore_sends = (
+            any(key in config for key in _UNSIGNABLE_KEYS)
+            or "default_headers" in client
+            or self.env.get("AWS_REQUESTER_PAYS", "").lower() == "true"
+        )
+        signer = None if headers_only_obstore_sends else _signer(store, location.kind, config)
+        return _Bucket(store, signer)
 
 
 class ObjectStoreError(SourceError):
@@ -328,6 +415,45 @@ class ObjectStoreError(SourceError):
         return type(self), (str(self), self.status)
 
 
+def _signer(
+    store: Any, kind: str, config: Mapping[str, Any]
+) -> Callable[[str], Awaitable[str]] | None:
+    """How to sign a GET of a key: at once with a key at hand, else on obstore's runtime (S3
+    may fetch a role's keys first); None where nothing is signed, or signing would need a
+    permission reading does not (GCS's signBlob, Azure's user delegation key)."""
+    if config.get("skip_signature"):
+        return None
+    has_key = {
+        "s3": "secret_access_key" in config,
+        "gcs": _has_service_account_key(config),
+        "azure": "account_key" in config,
+    }[kind]
+    if not has_key and kind != "s3":
+        return None
+
+    async def now(key: str) -> str:
+        return obstore.sign(store, "GET", key, SIGNED_FOR)
+
+    async def fetched(key: str) -> str:
+        return await obstore.sign_async(store, "GET", key, SIGNED_FOR)
+
+    return now if has_key else fetched
+
+
+def _has_service_account_key(config: Mapping[str, Any]) -> bool:
+    """Whether a GCS config holds a service account's private key (it signs locally)."""
+    if "service_account_key" in config or "service_account" in config:
+        return True
+    path = config.get("application_credentials")
+    if not path:
+        return False
+    try:
+        with open(str(path), "rb") as file:
+            return bool(json.load(file).get("type") == "service_account")
+    except (OSError, ValueError, AttributeError):
+        return False  # unreadable (obstore names it), or not a key (user credentials)
+
+
 def _has_credentials(config: Mapping[str, Any]) -> bool:
     """Whether the store's config (from `env` and `options`) names credentials."""
     return any(key in config for key in _CREDENTIAL_KEYS)
@@ -338,7 +464,9 @@ def _ignore(size: int) -> None:
 
 
 def _status(exc: BaseException) -> int | None:
-    """The HTTP status behind an obstore error, if the error came from an answer."""
+    """The HTTP status behind an error, if the error came from an answer."""
+    if isinstance(exc, HttpStatusError):
+        return exc.status
     if isinstance(exc, FileNotFoundError):
         return 404
     if isinstance(exc, PermissionDeniedError):
@@ -393,6 +521,11 @@ def _source_error(
         cause = f"HTTP {status}{detail}: access denied; check the credentials and permissions"
     elif status == 412:
         cause = "the object changed while it was read (its ETag differs)"
+    elif isinstance(exc, HttpStatusError) and (exc.retry_after or 0) > MAX_RETRY_AFTER_S:
+        cause = (
+            f"HTTP {status}{detail}: the store asked to retry after {exc.retry_after:.0f} s, "
+            f"more than the {MAX_RETRY_AFTER_S:.0f} s datago waits"
+        )
     elif status is not None:
         cause = f"HTTP {status}{detail} after {attempts} attempt(s)"
     else:

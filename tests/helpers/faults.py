@@ -10,8 +10,8 @@ import asyncio
 import socket
 import struct
 import time
-from collections.abc import Awaitable, Callable, Collection
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from aiohttp import web
@@ -34,6 +34,8 @@ class Fault:
     status: int | None = None
     """Answer this status with `body` instead of the app's answer."""
     body: bytes = b"injected"
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """Sent with `status` (a `Retry-After`, say)."""
     rewrite: Callable[[bytes], bytes] | None = None
     """Send `rewrite(body)` instead of the app's body."""
     at: float | None = None
@@ -49,9 +51,10 @@ class Fault:
     tail_pause_s: float = 0.05
 
     @classmethod
-    def error(cls, status: int, body: bytes = b"injected") -> Fault:
-        """Answer `status` with `body`."""
-        return cls(str(status), status=status, body=body)
+    def error(cls, status: int, body: bytes = b"injected", **headers: str) -> Fault:
+        """Answer `status` with `body` and `headers` (`Retry_After="2"`: `_` for `-`)."""
+        named = {name.replace("_", "-"): value for name, value in headers.items()}
+        return cls(str(status), status=status, body=body, headers=named)
 
     @classmethod
     def reset(cls, rst: bool = False) -> Fault:
@@ -152,7 +155,7 @@ async def answer(
         return web.Response(text="never sent")
     headers: CIMultiDict[str] = CIMultiDict()
     if fault.status is not None:
-        status, body = fault.status, fault.body
+        status, body, headers = fault.status, fault.body, CIMultiDict(fault.headers)
     else:
         try:
             plain = await handler(request)

@@ -18,13 +18,14 @@ import re
 import shutil
 import subprocess
 import threading
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Self
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
 import aiohttp
 from aiohttp import web
@@ -101,6 +102,23 @@ class Seen:
     status: int | None = None
     fault: str = ""
     sent: int = 0  # body bytes forwarded to the client
+    started: float = field(default_factory=time.monotonic)  # when it arrived
+
+    @property
+    def path(self) -> str:
+        """The path as sent, without the query (a presigned URL's signature)."""
+        return self.path_qs.partition("?")[0]
+
+    @property
+    def credential(self) -> str | None:
+        """The key id and scope that signed the request, in its header or its presigned query;
+        None for an unsigned request."""
+        signed = re.search(r"Credential=([^,]+)", self.headers.get("Authorization", ""))
+        if signed:
+            return signed[1]
+        query = parse_qs(self.path_qs.partition("?")[2])
+        presigned = query.get("X-Amz-Credential") or query.get("X-Goog-Credential")
+        return presigned[0] if presigned else None
 
     @property
     def range_start(self) -> int:
