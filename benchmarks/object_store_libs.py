@@ -1,4 +1,4 @@
-"""obstore vs fsspec/s3fs (vs our aiohttp client) against moto's S3 server on 127.0.0.1.
+"""obstore vs fsspec/s3fs (vs our ObjectStore's two read paths and aiohttp client) on moto's S3.
 
 The evidence behind `datago/storage/object_store.py`'s choice of obstore. moto runs in its own
 process (`moto_server`), so its CPU is counted apart from ours; every measurement runs in a
@@ -175,7 +175,12 @@ async def count_keys(items: Any) -> tuple[int, float]:
 
 
 def run_one(lib: str, task: str, endpoint: str, moto_pid: int) -> dict[str, Any]:
-    importlib.import_module({"datago": "datago.storage.object_store"}.get(lib, lib))
+    modules = {
+        "datago": "datago.storage.object_store",
+        "datago-obstore": "datago.storage.object_store",
+        "aiohttp": "datago.storage.http",
+    }
+    importlib.import_module(modules.get(lib, lib))  # imports are not measured
     rss, cpu, moto = memory_kib("VmRSS"), os.times(), cpu_of(moto_pid)
     started = time.perf_counter()
     count, first_key = asyncio.run(measure(lib, task, endpoint))

@@ -52,7 +52,8 @@ __all__ = ["ObjectLocation", "ObjectStore", "ObjectStoreError", "parse_url"]
 T = TypeVar("T")
 
 CHUNK_BYTES = 1 << 20
-"""Smallest chunk `stream` yields (but the last): obstore joins network frames up to it."""
+"""Smallest chunk a `stream` through obstore yields (but the last): obstore joins network frames
+up to it (a signed stream yields them as they come, as http(s) does)."""
 LIST_PAGE = 1000  # keys per listing batch: one S3/GCS/Azure page
 SIGNED_FOR = timedelta(hours=1)  # each request has a URL of its own: it needs only minutes
 _RETRYABLE_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
