@@ -21,6 +21,7 @@ import pytest
 
 from datago import ConfigError, DatagoClient, SourceError
 from datago.config import ClientConfig, Environment
+from datago.sources import files as files_source
 from tests.helpers import encode, ids_of, photo, sample_spans, write_noisy_shards
 from tests.helpers.object_stores import (
     KEYS,
@@ -38,6 +39,8 @@ pytestmark = pytest.mark.usefixtures("no_aws_environment")
 BUCKET = "train"
 SHARDS, PER_SHARD = 6, 50  # samples sNNNN of a JPEG and 24 KB of noise
 MANY = [f"many/{i:05d}.jpg" for i in range(2500)]  # three listing pages
+BIG = [f"big/{i:03d}.jpg" for i in range(80)]  # "big": the read-ahead is cut to fit them
+BIG_JPEG = encode(photo(64, 48), "JPEG")
 IMAGES = {f"imgs/{'ab'[i % 2]}/{i:03d}.jpg": (16 + i % 5, 12 + i % 3) for i in range(30)}
 
 
@@ -61,6 +64,7 @@ def moto(shard_bytes: dict[str, bytes]) -> Iterator[MotoS3]:
             server.put(BUCKET, key, encode(photo(width, height, seed=len(key)), "JPEG"))
         server.put(BUCKET, "imgs/notes.txt", b"not an image")
         server.put_many(BUCKET, MANY, encode(photo(8, 8), "JPEG"))
+        server.put_many(BUCKET, BIG, BIG_JPEG)
         server.create_bucket("open-data", public=True)
         server.put("open-data", "one/shard.tar", shard_bytes["shard-002.tar"], public=True)
         yield server
@@ -197,6 +201,24 @@ def test_a_large_prefix_gives_its_first_samples_after_one_listing_page(proxy: S3
         pages, reads = len(lists(proxy)), len(gets(proxy))
     assert first == [f"s3://{BUCKET}/{key}" for key in MANY[:3]]
     assert pages == 1 and reads < 200
+
+
+def test_the_read_ahead_of_big_objects_fits_its_byte_bound(
+    proxy: S3Proxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(files_source, "READ_AHEAD_BYTES", 3 * len(BIG_JPEG))  # a window of 3
+    config = files(proxy, root_path=f"s3://{BUCKET}/big/") | {
+        "samples_buffer_size": 1,
+        "prefetch_buffer_size": 1,
+    }
+    with DatagoClient(config, environment=fast()) as client:
+        first = [plain(client.get_sample().id) for _ in range(5)]  # type: ignore[union-attr]
+        time.sleep(0.5)  # what the pipeline reads ahead, it has read by now
+        reads = len(gets(proxy))
+        rest = [plain(sample.id) for sample in client]
+    assert first + rest == [f"s3://{BUCKET}/{key}" for key in BIG]
+    # taken, the engine's buffers and decode window, 3 read ahead; 64 ahead would read all 80
+    assert reads <= 40
 
 
 def test_random_sampling_a_bucket_folder_is_a_seeded_permutation(proxy: S3Proxy) -> None:

@@ -6,7 +6,7 @@ order, so the sequence is deterministic and the first sample arrives before the 
 A sample's id is its path or URL (`root_path` joined with the path below it) as JSON text,
 quotes included, as the Rust wheel emits it. Part `i` of `n` (rank x torch worker) takes
 every n-th file from offset i: parts are disjoint and their union is the whole folder. The
-decode thread reads local files; objects are read here, `READ_AHEAD` at once, in order.
+decode thread reads local files; objects are read here, several at once (`_read_ahead`).
 `random_sampling` lists everything, then shuffles this part with `seed` and the pass number
 (on a bucket prefix the first sample waits for the whole listing; see the guide). A file
 whose name cannot be an id (bytes that are not UTF-8) is a counted skip, as a bad tar member
@@ -37,7 +37,10 @@ from datago.sources.wds_groups import name_fault
 from datago.storage import Storage, StorageOptions, scheme_of, storage_for, storage_kind
 
 READ_AHEAD = 64
-"""Objects read at once from a bucket prefix (latency-bound: ~64 x 20 ms first bytes)."""
+"""Most objects read at once from a bucket prefix (latency-bound: ~64 x 20 ms first bytes)."""
+READ_AHEAD_BYTES = 64 << 20
+"""About the most bytes read ahead: the window is this over the largest object so far."""
+FIRST_WINDOW = 8  # objects read at once before any object's size is known
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
 
@@ -143,14 +146,20 @@ class FileSource:
 async def _read_ahead(
     files: AsyncGenerator[tuple[int, str], None], storage: Storage, context: SourceContext
 ) -> AsyncGenerator[tuple[int, str, bytes], None]:
-    """The files' bytes, in order, `READ_AHEAD` reads in flight; a file gone since the
-    listing (404) is a counted skip, any other failure ends the stream."""
+    """The files' bytes, in order, read a window at once: `READ_AHEAD` objects, fewer when
+    they are big (`READ_AHEAD_BYTES`, at least 2); a file gone since the listing (404) is a
+    counted skip, any other failure ends the stream."""
     pending: deque[tuple[int, str, asyncio.Task[bytes]]] = deque()
+    window, largest = FIRST_WINDOW, 1
 
     async def take() -> tuple[int, str, bytes] | None:
+        nonlocal window, largest
         index, path, task = pending.popleft()
         try:
-            return index, path, await task
+            data = await task
+            largest = max(largest, len(data))
+            window = max(2, min(READ_AHEAD, READ_AHEAD_BYTES // largest))
+            return index, path, data
         except SourceError as exc:
             if getattr(exc, "status", None) != 404:
                 raise
@@ -161,8 +170,9 @@ async def _read_ahead(
         async with contextlib.aclosing(files):
             async for index, path in files:
                 pending.append((index, path, asyncio.create_task(storage.read(path))))
-                if len(pending) >= READ_AHEAD and (item := await take()) is not None:
-                    yield item
+                while len(pending) >= window:
+                    if (item := await take()) is not None:
+                        yield item
         while pending:
             if (item := await take()) is not None:
                 yield item
