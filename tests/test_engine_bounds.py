@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from datago import DatagoClient, builder
-from datago.engine import CHUNK_SIZE, WINDOW_PER_THREAD
+from datago.dispatch import CHUNK_SIZE, WINDOW_PER_THREAD
 from datago.sources.base import RawSample
 from tests.helpers import big_jpegs, encode, file_config, photo, write_tar
 
@@ -121,7 +121,7 @@ def test_small_images_still_go_in_chunks(tmp_path: Path, monkeypatch: pytest.Mon
         sizes.append(len(raws))
         return real(raws, *args)
 
-    monkeypatch.setattr("datago.engine.build_chunk", counting)
+    monkeypatch.setattr("datago.dispatch.build_chunk", counting)
     monkeypatch.setenv("DATAGO_MAX_TASKS", "2")
     data = encode(photo(64, 48))
     for i in range(160):
