@@ -396,13 +396,12 @@ class ObjectStore:
             if location.kind == "azure" and "account" in str(exc).lower():
                 hint = "; set AZURE_STORAGE_ACCOUNT_NAME or storage_options account_name"
             raise SourceError(f"{location.url}: {_first_line(exc)}{hint}") from exc
-        headers_only_obstore_sends = (
+        read_by_obstore = (  # a SAS token, or headers only obstore's requests carry
             any(key in config for key in _UNSIGNABLE_KEYS)
             or "default_headers" in client
             or self.env.get("AWS_REQUESTER_PAYS", "").lower() == "true"
         )
-        signer = None if headers_only_obstore_sends else _signer(store, location.kind, config)
-        return _Bucket(store, signer)
+        return _Bucket(store, None if read_by_obstore else _signer(store, location.kind, config))
 
 
 class ObjectStoreError(SourceError):

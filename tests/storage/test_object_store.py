@@ -6,6 +6,7 @@ signatures sent, retries made.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -247,10 +248,11 @@ async def test_a_retry_after_beyond_the_cap_fails_at_once_and_says_so(proxy: S3P
 
 
 async def test_throttling_that_lasts_fails_after_the_attempts_with_the_status(
-    proxy: S3Proxy, via: str
+    proxy: S3Proxy, via: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     proxy.fault = first(99, s3_error(503, "SlowDown"))
     store = make_store(proxy, attempts=3, via=via)
+    caplog.set_level(logging.DEBUG, logger="datago")
     try:
         with pytest.raises(SourceError) as caught:
             await collect(store, f"s3://{BUCKET}/big.bin")
@@ -260,6 +262,10 @@ async def test_throttling_that_lasts_fails_after_the_attempts_with_the_status(
     assert f"s3://{BUCKET}/big.bin" in message
     assert "HTTP 503 (SlowDown) after 3 attempt(s)" in message
     assert len(proxy.requests) == 3
+    # the retries are logged by the object's URL, never by a signed one
+    logged = [record.getMessage() for record in caplog.records]
+    assert via == "obstore" or len([line for line in logged if "s3://" in line]) == 2
+    assert not [line for line in [message, *logged] if "Signature" in line or "Credential" in line]
 
 
 async def test_denied_access_is_not_retried(proxy: S3Proxy, via: str) -> None:
