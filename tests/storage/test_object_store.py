@@ -14,6 +14,7 @@ import textwrap
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
 
@@ -333,12 +334,14 @@ async def test_no_credentials_names_the_variables_without_a_retry_storm(
 
 
 async def test_storage_options_sign_with_their_keys(proxy: S3Proxy) -> None:
-    store = make_store(proxy, access_key_id="OPTIONS-KEY")
+    store = make_store(proxy, access_key_id="OPTIONS-KEY", session_token="SESSION/TOKEN+1")
     try:
         assert await store.read(f"s3://{BUCKET}/{ODD_KEY}") == b"odd"
     finally:
         await store.close()
-    assert str(proxy.requests[0].credential).startswith("OPTIONS-KEY/")
+    [seen] = proxy.requests
+    assert str(seen.credential).startswith("OPTIONS-KEY/")
+    assert parse_qs(seen.path_qs.partition("?")[2])["X-Amz-Security-Token"] == ["SESSION/TOKEN+1"]
 
 
 async def test_anonymous_requests_are_not_signed(proxy: S3Proxy) -> None:
