@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from datago.budget import ByteBudget
@@ -43,11 +43,22 @@ class SourceEnd:
     error: BaseException | None = None
 
 
-Numbered = tuple[int, RawSample, Position | None]
-"""A raw sample, its number in the source stream, and the source's position after it."""
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A raw sample (its number in the source stream, the source's position after it) on its
+    way to a decode thread, and the bytes reserved for it."""
+
+    number: int
+    raw: RawSample
+    position: Position | None
+    encoded: int
+    """Bytes it holds in the prefetch queue."""
+    estimate: int
+    """Bytes reserved for it until it is built (encoded + decoded, from its headers, read once
+    when it is queued); a file the decode thread reads: the largest sample so far, when sent."""
 
 
-class Prefetch(asyncio.Queue[Numbered | SourceEnd]):
+class Prefetch(asyncio.Queue[Job | SourceEnd]):
     """The bounded queue of raw samples; their encoded bytes count in the pass's budget."""
 
     def __init__(self, maxsize: int, budget: ByteBudget, processor: ImageProcessor) -> None:
@@ -55,25 +66,12 @@ class Prefetch(asyncio.Queue[Numbered | SourceEnd]):
         self.budget = budget
         self.processor = processor
 
-    async def put(self, item: Numbered | SourceEnd) -> None:
-        if not isinstance(item, SourceEnd):
-            raw = item[1]
-            size = in_memory(raw)
-            await self.budget.admit(size, estimate_bytes(raw, self.processor) if size else 0)
-        await super().put(item)
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    """A raw sample sent to a decode thread, and the bytes reserved for it."""
-
-    number: int
-    raw: RawSample
-    position: Position | None
-    encoded: int
-    """Bytes it held in the prefetch queue."""
-    estimate: int
-    """Bytes reserved for it until it is built (encoded + decoded, from its headers)."""
+    async def push(self, number: int, raw: RawSample, position: Position | None) -> None:
+        """Queue a raw sample once the budget admits its encoded bytes."""
+        size = in_memory(raw)
+        estimate = estimate_bytes(raw, self.processor) if size else 0
+        await self.budget.admit(size, estimate)
+        await self.put(Job(number, raw, position, size, estimate))
 
 
 class Dispatcher:
@@ -104,13 +102,13 @@ class Dispatcher:
         self.accepted = 0
         self.reserved = 0  # samples dispatched but not yet delivered or dropped
         self.free_slots = WINDOW_PER_THREAD * threads
-        self.held_back: Numbered | None = None  # taken from the queue, sent with the next chunk
+        self.held_back: Job | None = None  # taken from the queue, sent with the next chunk
         self.tasks: set[asyncio.Task[None]] = set()
         self.previous = asyncio.Event()
         self.previous.set()
         self.built, self.built_bytes = 0, 0  # samples built so far and their encoded bytes
 
-    async def run(self, raws: asyncio.Queue[Numbered | SourceEnd]) -> None:
+    async def run(self, raws: Prefetch) -> None:
         try:
             await self._dispatch(raws)
         finally:
@@ -118,7 +116,7 @@ class Dispatcher:
                 task.cancel()
             await asyncio.gather(*self.tasks, return_exceptions=True)
 
-    async def _dispatch(self, raws: asyncio.Queue[Numbered | SourceEnd]) -> None:
+    async def _dispatch(self, raws: Prefetch) -> None:
         end: SourceEnd | None = None
         while end is None:
             while self.accepted + self.reserved >= self.limit:
@@ -141,7 +139,7 @@ class Dispatcher:
             raise end.error
 
     async def _take_chunk(
-        self, raws: asyncio.Queue[Numbered | SourceEnd], most: int
+        self, raws: Prefetch, most: int
     ) -> tuple[list[Job], int, SourceEnd | None]:
         """Wait for a raw sample and room for it, then add what else is ready and fits now: up
         to `most` samples, `CHUNK_BYTES` encoded, `BIG_SAMPLE_BYTES` estimated. Returns the
@@ -167,7 +165,7 @@ class Dispatcher:
             item = raws.get_nowait()
             if isinstance(item, SourceEnd):
                 return chunk, slots, item
-            job = self._job(item)
+            job = self._sized(item)
             if (
                 self._unknown(job.raw)
                 or estimate + job.estimate > BIG_SAMPLE_BYTES
@@ -177,12 +175,12 @@ class Dispatcher:
                 self.held_back = item
                 return chunk, slots, None
 
-    async def _wait_for_room(self, item: Numbered) -> Job:
+    async def _wait_for_room(self, item: Job) -> Job:
         """Wait until the window and the budget have room for this sample. A file before any
         was read has no estimate yet: it goes alone."""
         while True:
-            job = self._job(item)
-            if self._unknown(item[1]):
+            job = self._sized(item)
+            if self._unknown(job.raw):
                 room = self.reserved == 0 and self.free_slots > 0
             else:
                 room = self.free_slots >= self._slots(job.estimate) and self.budget.fits(
@@ -196,13 +194,11 @@ class Dispatcher:
             finally:
                 self.budget.dispatcher_waiting = False
 
-    def _job(self, item: Numbered) -> Job:
-        number, raw, position = item
-        if isinstance(raw.image, Path):  # read by the decode thread: the largest so far
-            estimate = self.budget.largest
-        else:
-            estimate = estimate_bytes(raw, self.processor)
-        return Job(number, raw, position, in_memory(raw), estimate)
+    def _sized(self, job: Job) -> Job:
+        """The job with its estimate now: a file the decode thread reads is the largest so far."""
+        if isinstance(job.raw.image, Path):
+            return replace(job, estimate=self.budget.largest)
+        return job
 
     def _unknown(self, raw: RawSample) -> bool:
         return isinstance(raw.image, Path) and not self.budget.largest

@@ -23,7 +23,7 @@ from typing import Any
 from datago._malloc import tune_malloc
 from datago.budget import ByteBudget
 from datago.config import ClientConfig, Environment
-from datago.dispatch import Dispatcher, Numbered, Prefetch, SourceEnd
+from datago.dispatch import Dispatcher, Prefetch, SourceEnd
 from datago.image_processor import ImageProcessor
 from datago.sink import END, Failed, Sink
 from datago.sources import node_of
@@ -174,9 +174,7 @@ class Pass:
                 await feeder
 
 
-async def _feed(
-    stream: SampleStream, raws: asyncio.Queue[Numbered | SourceEnd], first: int, skip: int
-) -> None:
+async def _feed(stream: SampleStream, raws: Prefetch, first: int, skip: int) -> None:
     """Number the source's samples from `first` into the bounded queue, after skipping those
     numbered below `skip` (a resumed pass of a source that cannot seek); the source's end or
     failure goes in-band."""
@@ -186,7 +184,7 @@ async def _feed(
         async with contextlib.aclosing(stream):  # type: ignore[type-var]
             async for raw, position in stream:
                 if number >= skip:
-                    await raws.put((number, raw, position))
+                    await raws.push(number, raw, position)
                 number += 1
     except asyncio.CancelledError:
         raise
