@@ -19,6 +19,7 @@ from datago.config import Environment
 from datago.errors import ConfigError
 from datago.sample import SampleInfo
 from datago.stats import Stats
+from datago.storage import StorageOptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,16 @@ class SourceContext:
     stats: Stats
     epoch: int = 0
     """Pass number, 0 for the first; seeds reshuffles."""
+
+    def storage_options(self, **fields: Any) -> StorageOptions:
+        """Storage options on this pass's executor, retries and byte count, with `fields`."""
+        return StorageOptions(
+            executor=self.executor,
+            attempts=self.environment.max_retries,
+            backoff_base_s=self.environment.backoff_base_s,
+            on_fetch=self.stats.fetched,
+            **fields,
+        )
 
 
 class Position(Protocol):

@@ -19,7 +19,7 @@ from datago.errors import SourceError
 from datago.sources.base import Position, RawSample, SourceContext, Split, check_state
 from datago.sources.dataroom_items import ItemRefs, MalformedItem, Page, parse_page
 from datago.sources.dataroom_query import SplitPlan, first_page_url, plan_split, query_params
-from datago.storage import StorageOptions, Storages
+from datago.storage import Storages
 
 if TYPE_CHECKING:
     from datago.storage.http import HttpClient
@@ -135,15 +135,8 @@ class _Reader:
             backoff_base_s=environment.backoff_base_s,
             on_receive=ctx.stats.fetched,
         )
-        self.storages = Storages(  # the images and latents: no token, it is not theirs
-            StorageOptions(
-                executor=ctx.executor,
-                attempts=environment.max_retries,
-                backoff_base_s=environment.backoff_base_s,
-                timeout_s=environment.file_timeout_s,
-                on_fetch=ctx.stats.fetched,
-            )
-        )
+        # the images and latents: no token, it is not theirs
+        self.storages = Storages(ctx.storage_options(timeout_s=environment.file_timeout_s))
         window = max(_MIN_WINDOW, 4 * environment.max_tasks)
         self.pending: asyncio.Queue[_Pending | _End] = asyncio.Queue(window)
         self.tasks: set[asyncio.Task[Any]] = set()

@@ -34,7 +34,7 @@ from datago.config import FileSourceConfig
 from datago.errors import SourceError
 from datago.sources.base import Position, RawSample, SourceContext, Split, check_state
 from datago.sources.wds_groups import name_fault
-from datago.storage import Storage, StorageOptions, scheme_of, storage_for, storage_kind
+from datago.storage import Storage, scheme_of, storage_for, storage_kind
 
 READ_AHEAD = 64
 """Most objects read at once from a bucket prefix (latency-bound: ~64 x 20 ms first bytes)."""
@@ -76,16 +76,11 @@ class FileSource:
         state: Mapping[str, Any] | None,
     ) -> AsyncGenerator[tuple[RawSample, Position | None], None]:
         """One raw sample per image file (its id: `file_id`), from `state` on."""
-        environment = context.environment
-        options = StorageOptions(
-            executor=context.executor,
-            attempts=environment.max_retries,
-            backoff_base_s=environment.backoff_base_s,
-            timeout_s=environment.file_timeout_s,
-            stall_timeout_s=environment.stall_timeout_s,
+        options = context.storage_options(
+            timeout_s=context.environment.file_timeout_s,
+            stall_timeout_s=context.environment.stall_timeout_s,
             max_connections=READ_AHEAD,
             extra=config.storage_options,
-            on_fetch=context.stats.fetched,
         )
         storage = storage_for(config.root_path, options)
         try:

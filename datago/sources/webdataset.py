@@ -119,16 +119,11 @@ class WebDatasetSource:
 
 
 def _storage_options(config: WebDatasetSourceConfig, context: SourceContext) -> StorageOptions:
-    environment = context.environment
-    return StorageOptions(
-        executor=context.executor,
-        attempts=environment.max_retries,
-        backoff_base_s=environment.backoff_base_s,
-        stall_timeout_s=environment.stall_timeout_s,
+    return context.storage_options(
+        stall_timeout_s=context.environment.stall_timeout_s,
         max_connections=config.downloads,
         headers={"Authorization": f"Bearer {config.auth_token}"} if config.auth_token else {},
         extra=config.storage_options,
-        on_fetch=context.stats.fetched,
     )
 
 
