@@ -12,9 +12,8 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 
-from benchmarks.serve import _free_port, _wait_for_port
+from benchmarks.serve import ServerProcess
 
 BUCKET = "bench"
 REGION = "us-east-1"
@@ -27,22 +26,16 @@ def moto_command() -> str | None:
     return str(beside) if beside.exists() else shutil.which("moto_server")
 
 
-class MotoServer:
+class MotoServer(ServerProcess):
     """moto's S3 server with bucket `BUCKET` while the `with` block runs; `put` uploads."""
 
     def __init__(self) -> None:
         command = moto_command()
         if command is None:
             raise RuntimeError("moto_server not found: pip install 'moto[server]'")
+        super().__init__()
         self.command = command
-        self.port = _free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int:
-        assert self._process is not None
-        return self._process.pid
 
     def storage_options(self) -> dict[str, str]:
         return {"endpoint": self.endpoint, "region": REGION, **KEYS}
@@ -55,23 +48,10 @@ class MotoServer:
 
     def __enter__(self) -> MotoServer:
         command = [self.command, "-H", "127.0.0.1", "-p", str(self.port)]
-        self._process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        _wait_for_port(self.port, self._process)
+        self._start(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         request = urllib.request.Request(f"{self.endpoint}/{BUCKET}", method="PUT")
         urllib.request.urlopen(request)
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if self._process is not None:
-            self._process.terminate()
-            self._process.wait(timeout=10)
 
 
 def tree_cpu_s(pid: int) -> float:

@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from aiohttp import web
 
@@ -39,36 +40,23 @@ http {{
 """
 
 
-class StaticServer:
-    """Serves `root` at `http://127.0.0.1:<port>/` while the `with` block runs."""
+class ServerProcess:
+    """A server in a child process on a free port of 127.0.0.1, stopped when `with` ends."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root.resolve()
+    def __init__(self) -> None:
         self.port = _free_port()
-        self.kind = server_kind()
-        self._tmp = tempfile.TemporaryDirectory(prefix="datago-bench-serve-")
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
     def pid(self) -> int:
-        """The server's process (nginx's master; its worker is a child)."""
+        """The server's process (nginx's master: its worker is a child)."""
         assert self._process is not None
         return self._process.pid
 
-    def __enter__(self) -> StaticServer:
-        if self.kind == "nginx":
-            conf = Path(self._tmp.name) / "nginx.conf"
-            conf.write_text(NGINX_CONF.format(tmp=self._tmp.name, port=self.port, root=self.root))
-            command = ["nginx", "-c", str(conf), "-p", self._tmp.name]
-        else:
-            command = [sys.executable, "-m", "benchmarks.serve", str(self.root), str(self.port)]
-        self._process = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+    def _start(self, command: list[str], **popen: Any) -> None:
+        """Run `command` and wait until it listens on `port`."""
+        self._process = subprocess.Popen(command, **popen)
         _wait_for_port(self.port, self._process)
-        return self
 
     def __exit__(
         self,
@@ -79,6 +67,38 @@ class StaticServer:
         if self._process is not None:
             self._process.terminate()
             self._process.wait(timeout=10)
+
+
+class StaticServer(ServerProcess):
+    """Serves `root` at `http://127.0.0.1:<port>/` while the `with` block runs."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__()
+        self.root = root.resolve()
+        self.kind = server_kind()
+        self._tmp = tempfile.TemporaryDirectory(prefix="datago-bench-serve-")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> StaticServer:
+        if self.kind == "nginx":
+            conf = Path(self._tmp.name) / "nginx.conf"
+            conf.write_text(NGINX_CONF.format(tmp=self._tmp.name, port=self.port, root=self.root))
+            command = ["nginx", "-c", str(conf), "-p", self._tmp.name]
+        else:
+            command = [sys.executable, "-m", "benchmarks.serve", str(self.root), str(self.port)]
+        self._start(command, stderr=subprocess.DEVNULL)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        super().__exit__(exc_type, exc, traceback)
         self._tmp.cleanup()
 
 
